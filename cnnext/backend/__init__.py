@@ -1,0 +1,117 @@
+"""One op table, two implementations.
+
+Every backend provides the same kernel-level functions, with identical signatures and semantics.
+They receive arguments already validated and normalised by :mod:`cnnext.ops` (C-contiguous arrays of
+one float dtype, tuples of ints) and return freshly allocated arrays:
+
+  conv2d_forward(x, w, b, stride, padding, dilation) -> y
+  conv2d_backward(dy, x, w, stride, padding, dilation) -> (dx, dw, db)
+  pool2d_forward(x, size, stride, padding, mode) -> y
+  pool2d_backward(dy, x, size, stride, padding, mode) -> dx
+  upsample2d_forward(x, scale) -> y
+  upsample2d_backward(dy, scale) -> dx
+
+Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
+``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is
+``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``.
+
+Backends: ``"numpy"`` (the readable reference, always present) and ``"cython"`` (the compiled
+kernels, present when the extension modules were built). The default is ``"cython"`` when it is
+available, overridden by the ``CNNEXT_BACKEND`` environment variable or :func:`set_backend`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from types import SimpleNamespace
+from typing import Iterator
+
+from . import numpy_ops
+
+OP_NAMES = (
+    "conv2d_forward",
+    "conv2d_backward",
+    "pool2d_forward",
+    "pool2d_backward",
+    "upsample2d_forward",
+    "upsample2d_backward",
+)
+
+
+def _table(*modules) -> SimpleNamespace:
+    """Collect OP_NAMES from the first module that defines each one."""
+    ops = {}
+    for name in OP_NAMES:
+        for mod in modules:
+            if hasattr(mod, name):
+                ops[name] = getattr(mod, name)
+                break
+        else:
+            raise ImportError(f"no backend module defines {name}")
+    return SimpleNamespace(**ops)
+
+
+def _load_compiled() -> tuple[SimpleNamespace | None, str | None]:
+    try:
+        from .._ext import _conv2d, _pool2d, _upsample2d
+    except ImportError as exc:  # not built, or built for another interpreter
+        return None, str(exc)
+    return _table(_conv2d, _pool2d, _upsample2d), None
+
+
+BACKENDS: dict[str, SimpleNamespace] = {"numpy": _table(numpy_ops)}
+_compiled, COMPILED_IMPORT_ERROR = _load_compiled()
+if _compiled is not None:
+    BACKENDS["cython"] = _compiled
+
+
+def available_backends() -> list[str]:
+    return sorted(BACKENDS)
+
+
+def _check_name(name: str) -> str:
+    if name not in ("numpy", "cython"):
+        raise ValueError(f"unknown backend {name!r}; expected 'numpy' or 'cython'")
+    if name not in BACKENDS:
+        raise ValueError(
+            f"backend {name!r} is not available (compiled kernels failed to import: "
+            f"{COMPILED_IMPORT_ERROR}); use 'numpy' or rebuild cnnext"
+        )
+    return name
+
+
+def _initial_backend() -> str:
+    env = os.environ.get("CNNEXT_BACKEND")
+    if env:
+        return _check_name(env.strip().lower())
+    return "cython" if "cython" in BACKENDS else "numpy"
+
+
+_current = _initial_backend()
+
+
+def get_backend() -> str:
+    """Name of the current default backend."""
+    return _current
+
+
+def set_backend(name: str) -> None:
+    """Make ``name`` (``"numpy"`` or ``"cython"``) the default backend."""
+    global _current
+    _current = _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Temporarily switch the default backend: ``with use_backend("numpy"): ...``."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def resolve(name: str | None = None) -> SimpleNamespace:
+    """The op table for ``name``, or for the current default when ``name`` is None."""
+    return BACKENDS[_current if name is None else _check_name(name)]
