@@ -1,0 +1,166 @@
+"""The NumPy backend: readable reference implementations of the six kernels.
+
+Written to be read and trusted, not to be fast: forward passes pad the input, take every window
+as a strided view (``sliding_window_view``) and reduce it; backward passes loop over the
+``KH * KW`` kernel taps only and add each tap's contribution into a padded input gradient.
+
+Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 arrays of one dtype,
+``x (N, H, W, C)`` with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
+pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ..shapes import Pair, Padding4, conv_output_hw, dilated_kernel_hw, padded_hw
+
+
+def _pad(x: np.ndarray, padding: Padding4) -> np.ndarray:
+    """Zero-pad the spatial axes of ``(N, H, W, C)`` by ``(top, bottom, left, right)``."""
+    top, bottom, left, right = padding
+    return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+
+
+def _crop(x_padded: np.ndarray, padding: Padding4) -> np.ndarray:
+    """Undo :func:`_pad`."""
+    top, bottom, left, right = padding
+    h, w = x_padded.shape[1] - bottom, x_padded.shape[2] - right
+    return x_padded[:, top:h, left:w, :]
+
+
+def _windows(
+    x_padded: np.ndarray, kernel_hw: Pair, stride: Pair, dilation: Pair, out_hw: Pair
+) -> np.ndarray:
+    """View of every window: ``(N, Ho, Wo, C, KH, KW)`` (no copy)."""
+    span = dilated_kernel_hw(kernel_hw, dilation)
+    view = sliding_window_view(x_padded, span, axis=(1, 2))  # (N, H', W', C, span_h, span_w)
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return view[:, : (ho - 1) * sh + 1 : sh, : (wo - 1) * sw + 1 : sw, :, ::dh, ::dw]
+
+
+def _tap(x_padded: np.ndarray, i: int, j: int, stride: Pair, dilation: Pair, out_hw: Pair):
+    """View ``(N, Ho, Wo, C)`` of the cells that kernel tap ``(i, j)`` reads for every output."""
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    rows = slice(i * dh, i * dh + (ho - 1) * sh + 1, sh)
+    cols = slice(j * dw, j * dw + (wo - 1) * sw + 1, sw)
+    return x_padded[:, rows, cols, :]
+
+
+# --- convolution --------------------------------------------------------------------------------
+
+
+def conv2d_forward(x, w, b, stride: Pair, padding: Padding4, dilation: Pair) -> np.ndarray:
+    """``y[n, i, j, f] = b[f] + sum_{kh, kw, c} x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] *
+    w[kh, kw, c, f]`` with zero padding; ``y (N, Ho, Wo, F)``."""
+    kernel_hw = w.shape[:2]
+    out_hw = conv_output_hw(x.shape[1:3], kernel_hw, stride, padding, dilation)
+    windows = _windows(_pad(x, padding), kernel_hw, stride, dilation, out_hw)
+    y = np.tensordot(windows, w, axes=([4, 5, 3], [0, 1, 2]))  # (N, Ho, Wo, F)
+    if b is not None:
+        y += b
+    return y
+
+
+def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair):
+    """Gradients ``(dx (N, H, W, C), dw (KH, KW, C, F), db (F,))`` of :func:`conv2d_forward`
+    given ``dy (N, Ho, Wo, F)``."""
+    kh, kw = w.shape[:2]
+    out_hw = dy.shape[1:3]
+    x_padded = _pad(x, padding)
+    windows = _windows(x_padded, (kh, kw), stride, dilation, out_hw)
+    dw = np.tensordot(windows, dy, axes=([0, 1, 2], [0, 1, 2]))  # (C, KH, KW, F)
+    dw = np.ascontiguousarray(dw.transpose(1, 2, 0, 3))
+    db = dy.sum(axis=(0, 1, 2))
+    dx_padded = np.zeros_like(x_padded)
+    for i in range(kh):
+        for j in range(kw):
+            _tap(dx_padded, i, j, stride, dilation, out_hw)[...] += dy @ w[i, j].T
+    return np.ascontiguousarray(_crop(dx_padded, padding)), dw, db
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+
+def _real_cells(in_hw: Pair, size: Pair, stride: Pair, padding: Padding4, out_hw: Pair):
+    """Boolean ``(Ho, Wo, KH*KW)``: which cells of each window lie inside the input."""
+    inside = _pad(np.ones((1, *in_hw, 1), dtype=bool), padding)
+    return _windows(inside, size, stride, (1, 1), out_hw)[0, :, :, 0].reshape(*out_hw, -1)
+
+
+def _pool_setup(x, size: Pair, stride: Pair, padding: Padding4):
+    """Flattened windows ``(N, Ho, Wo, C, KH*KW)`` and the real-cell mask ``(Ho, Wo, 1, KH*KW)``."""
+    out_hw = conv_output_hw(x.shape[1:3], size, stride, padding)
+    windows = _windows(_pad(x, padding), size, stride, (1, 1), out_hw)
+    windows = windows.reshape(*windows.shape[:4], -1)
+    real = _real_cells(x.shape[1:3], size, stride, padding, out_hw)[:, :, None, :]
+    return windows, real
+
+
+def _winners(windows: np.ndarray, real: np.ndarray, mode: str) -> np.ndarray:
+    """Index (row-major within the window) of the first real cell holding the window's max
+    (``mode="max"``) or min (``"min"``); when a window holds a NaN, its first NaN wins.
+    Shape ``(N, Ho, Wo, C)``."""
+    keys = windows if mode == "max" else -windows
+    best = np.where(real, keys, -np.inf).max(axis=-1, keepdims=True)  # NaN if any NaN
+    hits = real & ((keys == best) | np.isnan(keys))
+    return hits.argmax(axis=-1)  # first True
+
+
+def _avg_divisor(real: np.ndarray, dtype) -> np.ndarray:
+    """Number of real cells per window, ``(Ho, Wo, 1)`` in ``dtype``."""
+    return real.sum(axis=-1).astype(dtype)
+
+
+def pool2d_forward(x, size: Pair, stride: Pair, padding: Padding4, mode: str) -> np.ndarray:
+    """Max, min or average over each window; ``y (N, Ho, Wo, C)``.
+
+    Padding cells never win max/min and are not counted by avg (avg divides by the number of real
+    cells in the window). A NaN in a window makes its max/min NaN.
+    """
+    windows, real = _pool_setup(x, size, stride, padding)
+    if mode == "avg":
+        return windows.sum(axis=-1) / _avg_divisor(real, x.dtype)  # padding cells are zeros
+    winner = _winners(windows, real, mode)
+    return np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
+
+
+def pool2d_backward(dy, x, size: Pair, stride: Pair, padding: Padding4, mode: str) -> np.ndarray:
+    """Gradient ``dx (N, H, W, C)`` of :func:`pool2d_forward` given ``dy (N, Ho, Wo, C)``.
+
+    max/min send each output's gradient to the first extreme cell of its window (row-major);
+    avg spreads it evenly over the real cells. Overlapping windows accumulate.
+    """
+    kh, kw = size
+    out_hw = dy.shape[1:3]
+    windows, real = _pool_setup(x, size, stride, padding)
+    n, h, w, c = x.shape
+    dx_padded = np.zeros((n, *padded_hw((h, w), padding), c), dtype=x.dtype)
+    if mode == "avg":
+        share = dy / _avg_divisor(real, x.dtype)  # padding cells get a share too; cropped below
+        for i in range(kh):
+            for j in range(kw):
+                _tap(dx_padded, i, j, stride, (1, 1), out_hw)[...] += share
+    else:
+        winner = _winners(windows, real, mode)
+        for i in range(kh):
+            for j in range(kw):
+                _tap(dx_padded, i, j, stride, (1, 1), out_hw)[...] += np.where(
+                    winner == i * kw + j, dy, 0
+                )
+    return np.ascontiguousarray(_crop(dx_padded, padding))
+
+
+# --- nearest-neighbour upsampling ---------------------------------------------------------------
+
+
+def upsample2d_forward(x, scale: Pair) -> np.ndarray:
+    """Repeat every cell ``sh`` times down and ``sw`` times across: ``(N, H*sh, W*sw, C)``."""
+    return np.repeat(np.repeat(x, scale[0], axis=1), scale[1], axis=2)
+
+
+def upsample2d_backward(dy, scale: Pair) -> np.ndarray:
+    """Sum each ``sh x sw`` block of ``dy (N, H*sh, W*sw, C)``: ``dx (N, H, W, C)``."""
+    n, h_out, w_out, c = dy.shape
+    sh, sw = scale
+    return dy.reshape(n, h_out // sh, sh, w_out // sw, sw, c).sum(axis=(2, 4))

@@ -1,0 +1,310 @@
+"""Public functional ops, channels-last: validate every argument, then call a backend's kernel.
+
+Shapes: activations ``x (N, H, W, C)``, conv weights ``w (KH, KW, C, F)``, bias ``b (F,)``,
+outputs ``y (N, Ho, Wo, F)`` (``F = C`` for pooling). ``stride``, ``dilation``, ``size`` and
+``scale`` are an int or an ``(h, w)`` pair of positive ints. ``padding`` is an int, an ``(ph, pw)``
+pair, ``"valid"`` or ``"same"``; ``"same"`` follows TensorFlow/Keras: the output has
+``ceil(H / stride)`` rows and an odd padding total puts the extra row at the bottom and the extra
+column at the right (see :mod:`cnnext.shapes`). Output size per axis:
+``Ho = (H + top + bottom - dilation * (KH - 1) - 1) // stride + 1``.
+
+Dtypes: float32 and float64 arrays pass through unchanged. bool, integer, unsigned and float16
+arrays are converted to float32. Complex, object, string, datetime and extended-precision
+(``longdouble``) arrays raise TypeError. When the float inputs of one call differ (``x`` float32,
+``w`` float64, say) all of them are promoted to the wider dtype, which is also the output dtype.
+Any array-like is accepted (lists too); non-contiguous, Fortran-ordered, read-only and broadcast
+arrays work (they are copied to C order when needed; inputs are never modified).
+
+Values are not checked: NaN and inf propagate as the arithmetic dictates. An empty batch
+(``N = 0``) returns correctly shaped empty results (zero weight/bias gradients for
+:func:`conv2d_backward`); every other dimension must be at least 1.
+
+``backend``: ``"numpy"``, ``"cython"`` or None for the current default (see :mod:`cnnext.backend`).
+Bad arguments raise ValueError (bad shapes or values) or TypeError (bad types) naming the offending
+shapes and values.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import backend as _backend
+from .shapes import (
+    Pair,
+    Padding4,
+    PaddingSpec,
+    conv_output_hw,
+    dilated_kernel_hw,
+    padded_hw,
+    resolve_padding,
+    to_pair,
+    upsample_output_hw,
+)
+
+POOL_MODES = ("max", "min", "avg")
+_LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, Ho, Wo, channels)"}
+_ArrayOrNone = Optional[np.ndarray]
+
+
+# --- argument checks ----------------------------------------------------------------------------
+
+
+def _array(op: str, name: str, a, ndim: int) -> np.ndarray:
+    """``a`` as an ndarray of ``ndim`` dims and dtype float32/float64 (maybe not contiguous)."""
+    if type(a) is not np.ndarray:
+        a = np.asarray(a)
+    if a.dtype.char not in "fd":
+        if a.dtype.kind not in "biu" and a.dtype.char != "e":
+            raise TypeError(
+                f"{op}: {name} has dtype {a.dtype}; expected float32 or float64 "
+                "(bool, integer and float16 arrays are converted to float32)"
+            )
+        a = a.astype(np.float32)
+    if a.ndim != ndim:
+        raise ValueError(
+            f"{op}: {name} must be {ndim}-D {_LAYOUTS[name]}, got {name}.shape={a.shape}"
+        )
+    return a
+
+
+def _nonempty(op: str, name: str, shape: tuple, first: int) -> None:
+    """Reject a zero-size dimension at index ``first`` or later."""
+    if 0 in shape[first:]:
+        batch = "; only the batch size N may be 0" if first == 1 else ""
+        raise ValueError(f"{op}: {name}.shape={shape} has an empty dimension{batch}")
+
+
+def _contiguous(*arrays: _ArrayOrNone) -> list:
+    """C-contiguous copies (only where needed) in the widest float dtype among ``arrays``."""
+    dtype = np.float64 if any(a is not None and a.dtype.char == "d" for a in arrays) else np.float32
+    return [None if a is None else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
+
+
+def _pair(op: str, value, name: str, minimum: int = 1) -> Pair:
+    """:func:`cnnext.shapes.to_pair` with the op name in the error message."""
+    try:
+        return to_pair(value, name, minimum)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{op}: {exc}") from None
+
+
+def _padding(op: str, padding, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilation: Pair):
+    """:func:`cnnext.shapes.resolve_padding` with the op name in the error message."""
+    try:
+        return resolve_padding(padding, in_hw, kernel_hw, stride, dilation)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{op}: {exc}") from None
+
+
+def _check_fits(op: str, x_shape: tuple, padding: Padding4, span: Pair, what: str) -> None:
+    """The (dilated) window must fit in the padded input."""
+    p_h, p_w = padded_hw(x_shape[1:3], padding)
+    if span[0] > p_h or span[1] > p_w:
+        raise ValueError(
+            f"{op}: {what} spans {span[0]}x{span[1]} cells, larger than the padded input "
+            f"{p_h}x{p_w} (x.shape={x_shape}, padding (top, bottom, left, right)={padding})"
+        )
+
+
+def _check_dy(op: str, dy_shape: tuple, expected: tuple, context: str) -> None:
+    if dy_shape != expected:
+        raise ValueError(
+            f"{op}: dy.shape={dy_shape} does not match the forward output shape {expected} "
+            f"({context})"
+        )
+
+
+def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
+    """Validate conv shapes and hyper-parameters; return normalised
+    ``(stride, padding4, dilation, (N, Ho, Wo, F))``."""
+    _nonempty(op, "x", x_shape, 1)
+    _nonempty(op, "w", w_shape, 0)
+    if x_shape[3] != w_shape[2]:
+        raise ValueError(
+            f"{op}: x has {x_shape[3]} channels (x.shape={x_shape}) but w expects "
+            f"{w_shape[2]} (w.shape={w_shape})"
+        )
+    stride = _pair(op, stride, "stride")
+    dilation = _pair(op, dilation, "dilation")
+    kernel_hw = w_shape[:2]
+    pad = _padding(op, padding, x_shape[1:3], kernel_hw, stride, dilation)
+    span = dilated_kernel_hw(kernel_hw, dilation)
+    what = f"the kernel (w.shape={w_shape}, dilation={dilation})"
+    _check_fits(op, x_shape, pad, span, what)
+    out_hw = conv_output_hw(x_shape[1:3], kernel_hw, stride, pad, dilation)
+    return stride, pad, dilation, (x_shape[0], *out_hw, w_shape[3])
+
+
+def _pool_geometry(op: str, x_shape, size, stride, padding, mode):
+    """Validate pooling arguments; return normalised
+    ``(size, stride, padding4, (N, Ho, Wo, C))``."""
+    _nonempty(op, "x", x_shape, 1)
+    if mode not in POOL_MODES:
+        raise ValueError(f"{op}: mode must be 'max', 'min' or 'avg'; received mode={mode!r}")
+    size = _pair(op, size, "size")
+    stride = size if stride is None else _pair(op, stride, "stride")
+    pad = _padding(op, padding, x_shape[1:3], size, stride, (1, 1))
+    top, bottom, left, right = pad
+    if max(top, bottom) >= size[0] or max(left, right) >= size[1]:
+        raise ValueError(
+            f"{op}: padding (top, bottom, left, right)={pad} must be smaller than the pool "
+            f"size={size} on every side (a window would hold only padding)"
+        )
+    _check_fits(op, x_shape, pad, size, f"the pool window (size={size})")
+    out_hw = conv_output_hw(x_shape[1:3], size, stride, pad)
+    return size, stride, pad, (x_shape[0], *out_hw, x_shape[3])
+
+
+# --- convolution --------------------------------------------------------------------------------
+
+
+def conv2d(
+    x,
+    w,
+    b=None,
+    stride: int | Pair = 1,
+    padding: PaddingSpec = 0,
+    dilation: int | Pair = 1,
+    backend: str | None = None,
+) -> np.ndarray:
+    """2-D cross-correlation (what deep-learning libraries call convolution) with zero padding.
+
+    ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, optional ``b (F,)``; returns ``y (N, Ho, Wo, F)``
+    with ``y[n, i, j, f] = b[f] + sum x_pad[n, i*sh + kh*dh, j*sw + kw*dw, c] * w[kh, kw, c, f]``.
+    """
+    kernels = _backend.resolve(backend)
+    x = _array("conv2d", "x", x, 4)
+    w = _array("conv2d", "w", w, 4)
+    geometry = _conv_geometry("conv2d", x.shape, w.shape, stride, padding, dilation)
+    stride, pad, dilation, y_shape = geometry
+    if b is not None:
+        b = _array("conv2d", "b", b, 1)
+        if b.shape != (w.shape[3],):
+            raise ValueError(
+                f"conv2d: b.shape={b.shape} does not match the {w.shape[3]} filters of "
+                f"w (w.shape={w.shape}); expected b.shape={(w.shape[3],)}"
+            )
+    x, w, b = _contiguous(x, w, b)
+    if y_shape[0] == 0:
+        return np.zeros(y_shape, dtype=x.dtype)
+    return kernels.conv2d_forward(x, w, b, stride, pad, dilation)
+
+
+def conv2d_backward(
+    dy,
+    x,
+    w,
+    stride: int | Pair = 1,
+    padding: PaddingSpec = 0,
+    dilation: int | Pair = 1,
+    backend: str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of :func:`conv2d` given ``dy (N, Ho, Wo, F)``: ``(dx (N, H, W, C),
+    dw (KH, KW, C, F), db (F,))``. Pass the same ``x``, ``w`` and hyper-parameters as forward."""
+    op = "conv2d_backward"
+    kernels = _backend.resolve(backend)
+    x = _array(op, "x", x, 4)
+    w = _array(op, "w", w, 4)
+    dy = _array(op, "dy", dy, 4)
+    stride, pad, dilation, y_shape = _conv_geometry(op, x.shape, w.shape, stride, padding, dilation)
+    context = (
+        f"x.shape={x.shape}, w.shape={w.shape}, stride={stride}, padding={pad}, "
+        f"dilation={dilation}"
+    )
+    _check_dy(op, dy.shape, y_shape, context)
+    dy, x, w = _contiguous(dy, x, w)
+    if x.shape[0] == 0:
+        return np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[3], dtype=w.dtype)
+    return kernels.conv2d_backward(dy, x, w, stride, pad, dilation)
+
+
+# --- pooling ------------------------------------------------------------------------------------
+
+
+def pool2d(
+    x,
+    size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: PaddingSpec = 0,
+    mode: str = "max",
+    backend: str | None = None,
+) -> np.ndarray:
+    """Max, min or average pooling of ``x (N, H, W, C)`` over ``size`` windows; returns
+    ``y (N, Ho, Wo, C)``.
+
+    ``stride`` defaults to ``size``. Padding cells never win max/min and are not counted by
+    ``"avg"``, which divides by the number of real cells in each window; every padding side must
+    be smaller than the window. A NaN in a window makes its max/min NaN.
+    """
+    kernels = _backend.resolve(backend)
+    x = _array("pool2d", "x", x, 4)
+    size, stride, pad, y_shape = _pool_geometry("pool2d", x.shape, size, stride, padding, mode)
+    (x,) = _contiguous(x)
+    if y_shape[0] == 0:
+        return np.zeros(y_shape, dtype=x.dtype)
+    return kernels.pool2d_forward(x, size, stride, pad, mode)
+
+
+def pool2d_backward(
+    dy,
+    x,
+    size: int | Pair,
+    stride: int | Pair | None = None,
+    padding: PaddingSpec = 0,
+    mode: str = "max",
+    backend: str | None = None,
+) -> np.ndarray:
+    """Gradient ``dx (N, H, W, C)`` of :func:`pool2d` given ``dy (N, Ho, Wo, C)``.
+
+    ``"max"``/``"min"`` route each output's gradient to the FIRST extreme cell of its window in
+    row-major order (top row first, left to right), i.e. the cell the forward pass picked: ties go
+    to the earliest cell and, in a window holding NaN, to its first NaN. ``"avg"`` spreads it
+    evenly over the window's real cells. Overlapping windows accumulate.
+    """
+    op = "pool2d_backward"
+    kernels = _backend.resolve(backend)
+    x = _array(op, "x", x, 4)
+    dy = _array(op, "dy", dy, 4)
+    size, stride, pad, y_shape = _pool_geometry(op, x.shape, size, stride, padding, mode)
+    context = f"x.shape={x.shape}, size={size}, stride={stride}, padding={pad}"
+    _check_dy(op, dy.shape, y_shape, context)
+    dy, x = _contiguous(dy, x)
+    if x.shape[0] == 0:
+        return np.zeros_like(x)
+    return kernels.pool2d_backward(dy, x, size, stride, pad, mode)
+
+
+# --- nearest-neighbour upsampling ---------------------------------------------------------------
+
+
+def upsample2d(x, scale: int | Pair, backend: str | None = None) -> np.ndarray:
+    """Nearest-neighbour upsampling: every cell of ``x (N, H, W, C)`` becomes an ``sh x sw``
+    block; returns ``(N, H*sh, W*sw, C)``."""
+    kernels = _backend.resolve(backend)
+    x = _array("upsample2d", "x", x, 4)
+    _nonempty("upsample2d", "x", x.shape, 1)
+    scale = _pair("upsample2d", scale, "scale")
+    (x,) = _contiguous(x)
+    if x.shape[0] == 0:
+        return np.zeros((0, *upsample_output_hw(x.shape[1:3], scale), x.shape[3]), dtype=x.dtype)
+    return kernels.upsample2d_forward(x, scale)
+
+
+def upsample2d_backward(dy, scale: int | Pair, backend: str | None = None) -> np.ndarray:
+    """Gradient of :func:`upsample2d`: sums each ``sh x sw`` block of ``dy (N, H*sh, W*sw, C)``
+    into ``dx (N, H, W, C)``."""
+    op = "upsample2d_backward"
+    kernels = _backend.resolve(backend)
+    dy = _array(op, "dy", dy, 4)
+    _nonempty(op, "dy", dy.shape, 1)
+    scale = _pair(op, scale, "scale")
+    if dy.shape[1] % scale[0] or dy.shape[2] % scale[1]:
+        raise ValueError(
+            f"{op}: dy.shape={dy.shape} is not a multiple of scale={scale} along H and W"
+        )
+    (dy,) = _contiguous(dy)
+    if dy.shape[0] == 0:
+        n, h, w, c = dy.shape
+        return np.zeros((0, h // scale[0], w // scale[1], c), dtype=dy.dtype)
+    return kernels.upsample2d_backward(dy, scale)
