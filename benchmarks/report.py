@@ -1,0 +1,184 @@
+"""Write the results as Markdown, JSON and a PNG chart, each atomically (temp file + os.replace)."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+DIRECTIONS = ("fwd", "fwd+bwd")
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _ms(entry: dict[str, Any]) -> str:
+    """Median ms with the interquartile range, or why it is missing."""
+    if "skipped" in entry:
+        return f"skipped ({entry['skipped']})"
+    t = entry["timing"]
+    return f"{t['median'] * 1e3:.3g} ({t['q1'] * 1e3:.3g}–{t['q3'] * 1e3:.3g})"
+
+
+def _rate(entry: dict[str, Any], unit: str) -> str:
+    if "rate" not in entry:
+        return "—"
+    pct = f", {entry['pct_gemm']:.0f}% GEMM" if "pct_gemm" in entry else ""
+    return f"{entry['rate']:.3g} {unit}{pct}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(row) + " |" for row in rows]
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    env, gemm = results["environment"], results["gemm"]
+    cpu, versions = env["cpu"], env["versions"]
+    pools = "; ".join(f"{p['internal_api']} {p['version']} ({p['library']}, {p['num_threads']} threads"
+                      + (f", {p['architecture']}" if p.get("architecture") else "") + ")"
+                      for p in versions["threadpools"])
+    load = ", ".join(f"{v:.2f}" for v in env["load_average"]) if env["load_average"] else "n/a"
+    return [
+        f"# cnnext benchmarks{' (quick mode)' if results['quick'] else ''}", "",
+        f"- Date: {env['date']}; host {env['host']} ({env['platform']})",
+        f"- CPU: {cpu['model']}; flags {', '.join(cpu['flags']) or 'none of avx2/fma/avx512'}; "
+        f"{cpu['cores']} usable cores",
+        f"- Threads: {env['threads']} for both libraries (cnnext.set_num_threads, torch.set_num_threads, "
+        f"threadpoolctl limits); load average at start {load}",
+        f"- Versions: cnnext {versions['cnnext']} (backends {', '.join(versions['cnnext_backends'])}, "
+        f"OpenMP {versions['cnnext_openmp']}), numpy {versions['numpy']}, torch {versions['torch']}, "
+        f"Python {versions['python']}",
+        f"- Thread pools: {pools}",
+        f"- float32 GEMM ceiling: **{gemm['gflops']:.0f} GFLOP/s** (numpy matmul {gemm['size']}^3, median "
+        f"of {gemm['timing']['repeats']}; best {gemm['gflops_best']:.0f})",
+        "", "Timings are medians after warm-up, with the interquartile range in brackets. "
+        "See benchmarks/README.md for what each column means.", "",
+    ]
+
+
+def _ops_section(ops: list[dict[str, Any]]) -> list[str]:
+    header = ["op", "dir", "cnnext ms", "cnnext rate", "NumPy twin ms", "twin rate", "PyTorch ms",
+              "PyTorch rate", "cnnext speed / PyTorch"]
+    rows = []
+    for op in ops:
+        res = op["results"]
+        for d in DIRECTIONS:
+            ours, twin, theirs = res["cnnext"][d], res["numpy_twin"][d], res["torch"][d]
+            rows.append([op["case"], d, _ms(ours), _rate(ours, op["unit"]), _ms(twin), _rate(twin, op["unit"]),
+                         _ms(theirs), _rate(theirs, op["unit"]), f"**{ours['speed_vs_torch']:.2f}x**"])
+    return ["## Per op", ""] + _table(header, rows) + [""]
+
+
+def _models_section(models: dict[str, Any]) -> list[str]:
+    header = ["network", "optimizer", "train batch", "cnnext train img/s", "PyTorch train img/s",
+              "train speed / PyTorch", "cnnext inference img/s", "PyTorch inference img/s",
+              "inference speed / PyTorch"]
+    rows = [[net["net"], net["optimizer"], str(net["train_batch"]),
+             f"{net['cnnext']['train']['images_per_s']:,.0f}", f"{net['torch']['train']['images_per_s']:,.0f}",
+             f"**{net['train_speed_vs_torch']:.2f}x**",
+             f"{net['cnnext']['inference']['images_per_s']:,.0f}",
+             f"{net['torch']['inference']['images_per_s']:,.0f}",
+             f"**{net['inference_speed_vs_torch']:.2f}x**"] for net in models["nets"]]
+    return (["## End to end", "", f"Data: {models['data']}. Inference batch 256.", ""]
+            + _table(header, rows) + [""])
+
+
+def _scaling_section(scaling: dict[str, Any]) -> list[str]:
+    points = scaling["points"]
+    base = {lib: points[0][lib] for lib in ("cnnext", "torch")}
+
+    def cell(lib: str, point: dict[str, Any], key: str) -> str:
+        value, one = point[lib][key], base[lib][key]
+        return f"{value:,.0f} ({value / one:.1f}x)"
+
+    rows = [[str(p["threads"]), cell("cnnext", p, "conv_gflops"), cell("torch", p, "conv_gflops"),
+             cell("cnnext", p, "lenet5_images_per_s"), cell("torch", p, "lenet5_images_per_s")]
+            for p in points]
+    header = ["threads", "cnnext conv GFLOP/s", "PyTorch conv GFLOP/s", "cnnext LeNet-5 train img/s",
+              "PyTorch LeNet-5 train img/s"]
+    return (["## Thread scaling", "", f"Conv: {scaling['conv_case']} fwd+bwd. One process per point; "
+             "brackets: speed-up over the same library at 1 thread.", ""] + _table(header, rows) + [""])
+
+
+def _memory_section(memory: dict[str, Any], reuse: dict[str, Any]) -> list[str]:
+    rows = [[m["library"], f"{m['epoch']['images']:,}", f"{m['epoch']['seconds']:.2f}",
+             f"{m['rss_before_mib']:.0f}", f"{m['peak_rss_mib']:.0f}", f"**{m['epoch_peak_increase_mib']:.1f}**"]
+            for m in memory["runs"]]
+    steps = [[str(i + 1), f"{s['transient_peak_bytes'] / 2**20:.2f}", f"{s['retained_bytes'] / 2**20:.2f}",
+              str(s["live_large_blocks"])] for i, s in enumerate(reuse["steps"])]
+    verdict = ("no new large buffers after the first batch" if reuse["reuses_workspace"] else
+               f"still allocates up to {reuse['max_transient_after_first_mib']:.1f} MiB of transient "
+               "buffers per step after the first batch")
+    return (["## Peak memory of one LeNet-5 training epoch (batch 128)", "",
+             f"Method: {memory['runs'][0]['method']}; one process per library. Data: {memory['runs'][0]['data']}.",
+             ""] + _table(["library", "images", "seconds", "RSS before MiB", "peak RSS MiB",
+                           "increase MiB"], rows)
+            + ["", "## Workspace reuse (cnnext LeNet-5 training steps, tracemalloc)", "",
+               f"Verdict: **{verdict}** (large = {reuse['large_bytes'] // 2**20} MiB; "
+               "only NumPy/Python allocations are traced).", ""]
+            + _table(["step", "transient peak MiB", "retained MiB", "live blocks >= 1 MiB"], steps) + [""])
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = _header(results) + _ops_section(results["ops"]) + _models_section(results["models"])
+    lines += _scaling_section(results["scaling"]) + _memory_section(results["memory"], results["workspace"])
+    return "\n".join(lines)
+
+
+def chart_png(results: dict[str, Any]) -> bytes:
+    """Per-op speed ratio bars and thread-scaling lines, as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_ops, ax_conv, ax_lenet) = plt.subplots(1, 3, figsize=(17, 6), width_ratios=(2, 1, 1))
+    labels = [op["case"] for op in results["ops"]]
+    for i, d in enumerate(DIRECTIONS):
+        ratios = [op["results"]["cnnext"][d]["speed_vs_torch"] for op in results["ops"]]
+        ax_ops.barh([j + 0.4 * i for j in range(len(labels))], ratios, height=0.4, label=d)
+    ax_ops.set_yticks([j + 0.2 for j in range(len(labels))], labels, fontsize=8)
+    ax_ops.invert_yaxis()
+    ax_ops.axvline(1.0, color="black", linewidth=1)
+    ax_ops.set_xlabel("cnnext speed / PyTorch speed (higher is better)")
+    ax_ops.set_title(f"Per op, {results['environment']['threads']} threads")
+    ax_ops.legend()
+    points = results["scaling"]["points"]
+    threads = [p["threads"] for p in points]
+    for ax, key, title in ((ax_conv, "conv_gflops", f"{results['scaling']['conv_case']} fwd+bwd, GFLOP/s"),
+                           (ax_lenet, "lenet5_images_per_s", "LeNet-5 training, images/s")):
+        for lib in ("cnnext", "torch"):
+            ax.plot(threads, [p[lib][key] for p in points], marker="o", label=lib)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(threads, [str(t) for t in threads])
+        ax.set_xlabel("threads")
+        ax.set_title(title, fontsize=9)
+        ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_report(results: dict[str, Any], out: Path) -> list[Path]:
+    """latest.md, latest.json and latest.png in ``out``; returns the paths written."""
+    files = {out / "latest.json": json.dumps(results, indent=1).encode(),
+             out / "latest.md": markdown(results).encode(),
+             out / "latest.png": chart_png(results)}
+    for path, data in files.items():
+        write_atomic(path, data)
+    return list(files)

@@ -1,0 +1,59 @@
+"""The one timing helper every benchmark uses: warm up, repeat, report robust statistics.
+
+These machines are shared and noisy, so a figure is the median of many single-call timings, with
+the interquartile range (q1..q3) and the minimum beside it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call: median, quartiles and minimum over ``repeats`` timed calls."""
+
+    median: float
+    q1: float
+    q3: float
+    min: float
+    repeats: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 3,
+    min_repeats: int = 7,
+    max_repeats: int = 200,
+    budget_s: float = 1.0,
+) -> Timing:
+    """Time ``fn()`` (seconds per call) after ``warmup`` untimed calls.
+
+    The number of timed calls is chosen so that they take about ``budget_s`` in total, clamped to
+    ``[min_repeats, max_repeats]``; the first warm-up call's duration gives the estimate.
+    """
+    first = time_once(fn)
+    for _ in range(warmup - 1):
+        fn()
+    repeats = int(np.clip(budget_s / max(first, 1e-9), min_repeats, max_repeats))
+    samples = np.empty(repeats)
+    for i in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - start
+    q1, median, q3 = np.percentile(samples, [25, 50, 75])
+    return Timing(float(median), float(q1), float(q3), float(samples.min()), repeats)
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Seconds taken by a single call of ``fn()`` (used to decide whether to skip a slow case)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
