@@ -1,0 +1,42 @@
+"""Shared fixtures: backend parametrisation and restoring global cnnext settings after each test."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import cnnext
+from cnnext import backend
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(params=backend.available_backends())
+def backend_name(request) -> str:
+    """Every backend this build provides ("numpy", plus "cython" when compiled)."""
+    return request.param
+
+
+@pytest.fixture
+def compiled_backend() -> str:
+    """The compiled backend's name; skips locally when it is not built, FAILS under CI=true."""
+    if "cython" not in backend.available_backends():
+        reason = (
+            "compiled kernels are not built (import error: "
+            f"{backend.COMPILED_IMPORT_ERROR}); run `python setup.py build_ext --inplace`"
+        )
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return "cython"
+
+
+@pytest.fixture(autouse=True)
+def _restore_cnnext_globals():
+    """Tests may switch the default backend or the thread count; put both back afterwards."""
+    default_backend, threads = cnnext.get_backend(), cnnext.get_num_threads()
+    yield
+    if cnnext.get_backend() != default_backend:
+        cnnext.set_backend(default_backend)
+    if cnnext.get_num_threads() != threads:
+        cnnext.set_num_threads(threads)

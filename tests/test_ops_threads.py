@@ -1,0 +1,89 @@
+"""Thread count: results do not depend on it (beyond float rounding), and it is set and read
+correctly (set_num_threads validation, OMP_NUM_THREADS at import)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import cnnext
+from cnnext import ops
+
+THREAD_COUNTS = [1, 2, 4]
+REPO_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(cnnext.__file__)))
+
+
+def run_all_ops(backend: str, dtype) -> list[np.ndarray]:
+    """Every op and direction on inputs large enough to be split over several threads."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 12, 11, 5)).astype(dtype)
+    w = rng.standard_normal((3, 3, 5, 6)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    conv = {"stride": (2, 1), "padding": "same", "dilation": 1}
+    y = ops.conv2d(x, w, b, **conv, backend=backend)
+    results = [y, *ops.conv2d_backward(y, x, w, **conv, backend=backend)]
+    for mode in ("max", "min", "avg"):
+        pool = {"size": 3, "stride": 2, "padding": 1, "mode": mode}
+        p = ops.pool2d(x, **pool, backend=backend)
+        results += [p, ops.pool2d_backward(p, x, **pool, backend=backend)]
+    u = ops.upsample2d(x, (2, 3), backend=backend)
+    return results + [u, ops.upsample2d_backward(u, (2, 3), backend=backend)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_thread_count(compiled_backend, dtype):
+    cnnext.set_num_threads(1)
+    reference = run_all_ops(compiled_backend, dtype)
+    rtol = 1e-12 if dtype == np.float64 else 1e-5
+    for n in THREAD_COUNTS[1:]:
+        cnnext.set_num_threads(n)
+        for got, want in zip(run_all_ops(compiled_backend, dtype), reference):
+            scale = max(1.0, float(np.abs(want).max()))
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale)
+
+
+def test_set_num_threads_round_trips():
+    cnnext.set_num_threads(3)
+    assert cnnext.get_num_threads() == (3 if cnnext.config()["openmp"] else 1)
+    cnnext.set_num_threads(np.int64(2))
+    assert cnnext.get_num_threads() == (2 if cnnext.config()["openmp"] else 1)
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_set_num_threads_rejects_non_positive(bad):
+    with pytest.raises(ValueError, match=f"n >= 1, got {bad}"):
+        cnnext.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("bad", ["2", 2.0, True])
+def test_set_num_threads_rejects_non_integers(bad):
+    with pytest.raises(TypeError, match=type(bad).__name__):
+        cnnext.set_num_threads(bad)
+
+
+def threads_in_subprocess(omp_num_threads: str | None) -> int:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if omp_num_threads is not None:
+        env["OMP_NUM_THREADS"] = omp_num_threads
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_PARENT, env.get("PYTHONPATH")]))
+    code = "import cnnext; print(cnnext.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return int(out.stdout.strip())
+
+
+def test_get_num_threads_honours_omp_num_threads():
+    if not cnnext.config()["openmp"]:
+        assert threads_in_subprocess("3") == 1  # a serial build always runs one thread
+        return
+    assert threads_in_subprocess("3") == 3
+    assert threads_in_subprocess("1") == 1
+
+
+def test_set_num_threads_none_restores_the_default():
+    cnnext.set_num_threads(1)
+    cnnext.set_num_threads(None)
+    assert cnnext.get_num_threads() == threads_in_subprocess(os.environ.get("OMP_NUM_THREADS"))

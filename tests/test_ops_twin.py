@@ -1,0 +1,199 @@
+"""Compiled kernels ("cython") against the NumPy reference on randomized configurations.
+
+Runs only when the compiled backend is built; under CI=true a missing build is a failure.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from cnnext import ops
+from cnnext.shapes import dilated_kernel_hw, padded_hw, resolve_padding
+
+SETTINGS = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much],
+)
+DTYPES = st.sampled_from([np.float32, np.float64])
+LAYOUTS = st.sampled_from(["c", "fortran", "strided", "reversed"])
+SEEDS = st.integers(0, 2**32 - 1)
+PADDING_MODES = st.sampled_from(["same", "valid"])
+
+
+def with_layout(a: np.ndarray, layout: str) -> np.ndarray:
+    """The same values as ``a`` in a C, Fortran, strided or negative-stride memory layout."""
+    if layout == "fortran":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        wide = np.zeros((*a.shape[:-1], 2 * a.shape[-1]), dtype=a.dtype)
+        wide[..., ::2] = a
+        return wide[..., ::2]
+    if layout == "reversed":
+        return np.ascontiguousarray(a[:, ::-1])[:, ::-1]
+    return a
+
+
+def random_values(rng, shape, dtype, kind: str = "uniform") -> np.ndarray:
+    """``uniform`` in [-1, 1); ``ties``: only -1, 0, 1; ``nan``: uniform with a few NaNs."""
+    if kind == "ties":
+        return rng.integers(-1, 2, size=shape).astype(dtype)
+    a = rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+    if kind == "nan":
+        a.flat[rng.choice(a.size, size=max(1, a.size // 10), replace=False)] = np.nan
+    return a
+
+
+def assert_twins_close(actual: np.ndarray, expected: np.ndarray, terms: int) -> None:
+    """Equal up to the rounding of sums of ``terms`` products of values in [-1, 1]."""
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    rtol = (1e-13 if expected.dtype == np.float64 else 1e-6) * max(terms, 1)
+    scale = max(1.0, float(np.nanmax(np.abs(expected), initial=0.0)))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+@st.composite
+def conv_cases(draw):
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = draw(
+        st.one_of(st.integers(0, 2), st.tuples(st.integers(0, 2), st.integers(0, 2)), PADDING_MODES)
+    )
+    span = dilated_kernel_hw(kernel, dilation)
+    hw = (draw(st.integers(max(1, span[0] - 3), span[0] + 7)),
+          draw(st.integers(max(1, span[1] - 3), span[1] + 7)))
+    pad4 = resolve_padding(padding, hw, kernel, stride, dilation)
+    p_h, p_w = padded_hw(hw, pad4)
+    assume(p_h >= span[0] and p_w >= span[1])
+    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    return {
+        "x_shape": (n, *hw, c),
+        "w_shape": (*kernel, c, f),
+        "kwargs": {"stride": stride, "padding": padding, "dilation": dilation},
+    }
+
+
+@st.composite
+def pool_cases(draw):
+    size = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 5), st.integers(1, 5))))
+    padding = draw(
+        st.one_of(
+            PADDING_MODES,
+            st.tuples(st.integers(0, size[0] - 1), st.integers(0, size[1] - 1)),
+        )
+    )
+    hw = (draw(st.integers(max(1, size[0] - 2), size[0] + 7)),
+          draw(st.integers(max(1, size[1] - 2), size[1] + 7)))
+    pad4 = resolve_padding(padding, hw, size, stride or size, (1, 1))
+    p_h, p_w = padded_hw(hw, pad4)
+    assume(p_h >= size[0] and p_w >= size[1])
+    n, c = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    return {"x_shape": (n, *hw, c), "kwargs": {"size": size, "stride": stride, "padding": padding}}
+
+
+def overlap(size, stride) -> int:
+    """Most windows one input cell can belong to."""
+    stride = stride or size
+    return -(-size[0] // stride[0]) * -(-size[1] // stride[1])
+
+
+@SETTINGS
+@given(case=conv_cases(), dtype=DTYPES, layout=LAYOUTS, with_bias=st.booleans(), seed=SEEDS)
+def test_conv2d_forward_matches_numpy(compiled_backend, case, dtype, layout, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    x = with_layout(random_values(rng, case["x_shape"], dtype), layout)
+    w = with_layout(random_values(rng, case["w_shape"], dtype), layout)
+    b = random_values(rng, case["w_shape"][3:], dtype) if with_bias else None
+    got = ops.conv2d(x, w, b, **case["kwargs"], backend=compiled_backend)
+    want = ops.conv2d(x, w, b, **case["kwargs"], backend="numpy")
+    assert want.dtype == dtype
+    kh, kw, c, _ = case["w_shape"]
+    assert_twins_close(got, want, terms=kh * kw * c + 1)
+
+
+@SETTINGS
+@given(case=conv_cases(), dtype=DTYPES, layout=LAYOUTS, seed=SEEDS)
+def test_conv2d_backward_matches_numpy(compiled_backend, case, dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    x = with_layout(random_values(rng, case["x_shape"], dtype), layout)
+    w = random_values(rng, case["w_shape"], dtype)
+    y_shape = ops.conv2d(x, w, **case["kwargs"], backend="numpy").shape
+    dy = with_layout(random_values(rng, y_shape, dtype), layout)
+    got = ops.conv2d_backward(dy, x, w, **case["kwargs"], backend=compiled_backend)
+    want = ops.conv2d_backward(dy, x, w, **case["kwargs"], backend="numpy")
+    n, ho, wo, f = y_shape
+    kh, kw = case["w_shape"][:2]
+    assert_twins_close(got[0], want[0], terms=kh * kw * f)  # dx
+    assert_twins_close(got[1], want[1], terms=n * ho * wo)  # dw
+    assert_twins_close(got[2], want[2], terms=n * ho * wo)  # db
+    assert [g.dtype for g in want] == [dtype] * 3
+
+
+@SETTINGS
+@given(
+    case=pool_cases(),
+    mode=st.sampled_from(["max", "min", "avg"]),
+    values=st.sampled_from(["uniform", "ties", "nan"]),
+    dtype=DTYPES,
+    layout=LAYOUTS,
+    seed=SEEDS,
+)
+def test_pool2d_forward_and_backward_match_numpy(
+    compiled_backend, case, mode, values, dtype, layout, seed
+):
+    rng = np.random.default_rng(seed)
+    x = with_layout(random_values(rng, case["x_shape"], dtype, values), layout)
+    kwargs = {**case["kwargs"], "mode": mode}
+    got = ops.pool2d(x, **kwargs, backend=compiled_backend)
+    want = ops.pool2d(x, **kwargs, backend="numpy")
+    assert want.dtype == dtype
+    size, stride = kwargs["size"], kwargs["stride"]
+    if mode == "avg":
+        assert_twins_close(got, want, terms=size[0] * size[1])
+    else:  # a selection: bit-identical, NaNs in the same places
+        np.testing.assert_array_equal(got, want)
+    dy = with_layout(random_values(rng, want.shape, dtype), layout)
+    got_dx = ops.pool2d_backward(dy, x, **kwargs, backend=compiled_backend)
+    want_dx = ops.pool2d_backward(dy, x, **kwargs, backend="numpy")
+    assert_twins_close(got_dx, want_dx, terms=overlap(size, stride))
+
+
+@SETTINGS
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 6), st.integers(1, 4)),
+    scale=st.one_of(st.integers(1, 4), st.tuples(st.integers(1, 4), st.integers(1, 4))),
+    dtype=DTYPES,
+    layout=LAYOUTS,
+    seed=SEEDS,
+)
+def test_upsample2d_forward_and_backward_match_numpy(compiled_backend, shape, scale, dtype, layout, seed):
+    rng = np.random.default_rng(seed)
+    x = with_layout(random_values(rng, shape, dtype), layout)
+    got = ops.upsample2d(x, scale, backend=compiled_backend)
+    want = ops.upsample2d(x, scale, backend="numpy")
+    assert want.dtype == dtype
+    np.testing.assert_array_equal(got, want)
+    dy = with_layout(random_values(rng, want.shape, dtype), layout)
+    got_dx = ops.upsample2d_backward(dy, scale, backend=compiled_backend)
+    want_dx = ops.upsample2d_backward(dy, scale, backend="numpy")
+    sh, sw = (scale, scale) if isinstance(scale, int) else scale
+    assert_twins_close(got_dx, want_dx, terms=sh * sw)
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_pool_ties_and_nans_route_to_the_first_cell_on_both_backends(backend_name, mode):
+    """A hand-checkable window: the gradient goes to the first extreme (or first NaN) cell."""
+    x = np.array([[5.0, 1.0, 5.0, 1.0], [5.0, 1.0, np.nan, np.nan]]).reshape(1, 2, 4, 1)
+    x = x if mode == "max" else np.where(np.isnan(x), x, -x)
+    y = ops.pool2d(x, 2, mode=mode, backend=backend_name)
+    expected_y = np.array([5.0, np.nan]) * (1 if mode == "max" else -1)
+    np.testing.assert_array_equal(y.ravel(), expected_y)
+    dx = ops.pool2d_backward(np.array([2.0, 3.0]).reshape(1, 1, 2, 1), x, 2, mode=mode,
+                             backend=backend_name)
+    expected_dx = np.array([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]]).reshape(1, 2, 4, 1)
+    np.testing.assert_array_equal(dx, expected_dx)
