@@ -1,0 +1,194 @@
+"""Compiled 2-D convolution over channels-last tensors (forward and backward).
+
+Both functions follow the backend contract in :mod:`cnnext.backend`: ``x (N, H, W, C)``,
+``w (KH, KW, C, F)``, ``b (F,)`` or None, C-contiguous, one float dtype (float32 or float64);
+``stride`` and ``dilation`` are ``(h, w)``, ``padding`` is ``(top, bottom, left, right)`` (zeros).
+
+Two algorithms, chosen per call from the shapes:
+
+* direct (few channels): the input is zero-padded once, then every output row is accumulated in
+  register blocks of output pixels x output channels. The input gradient is the same kernel run
+  as a transposed convolution (the output gradient zero-interleaved by the stride, the kernel
+  flipped and its channel axes swapped).
+* GEMM (many channels, ``KH*KW*C >= 64`` and ``F >= 32``): im2col of a chunk of samples into a
+  reused buffer, then one matrix product through numpy's BLAS; col2im for the input gradient.
+
+Weight and bias gradients are summed per fixed batch chunk (the split depends on the shapes only)
+and the chunks are added in order, so results do not depend on the thread count.
+"""
+import numpy as np
+
+from cnnext._config import get_num_threads
+
+include "_conv_kernels.pxi"
+
+# Direct-kernel weight-gradient partial sums: this many batch chunks at most.
+WEIGHT_GRAD_CHUNKS = 16
+# GEMM path: an im2col buffer holds at most this many elements (but always one whole sample).
+GEMM_TILE_ELEMENTS = 1 << 22
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _output_hw(x_shape, w_shape, stride, padding, dilation) -> tuple[int, int]:
+    (_, H, W, _), (KH, KW, _, _) = x_shape, w_shape
+    top, bottom, left, right = padding
+    Ho = (H + top + bottom - dilation[0] * (KH - 1) - 1) // stride[0] + 1
+    Wo = (W + left + right - dilation[1] * (KW - 1) - 1) // stride[1] + 1
+    return Ho, Wo
+
+
+def _use_gemm(w_shape) -> bool:
+    KH, KW, C, F = w_shape
+    return KH * KW * C >= 64 and F >= 32
+
+
+def _tap_offsets(KW: int, C: int, dw: int) -> np.ndarray:
+    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of RB."""
+    toff = np.zeros(_round_up(KW * C, RB), dtype=np.intp)
+    toff[: KW * C] = (np.arange(KW)[:, None] * dw * C + np.arange(C)).ravel()
+    return toff
+
+
+def _pad_channels(w, n: int):
+    """Kernel ``w (KH, KW, C, F)`` zero-padded to ``(KH, KW, C, n)`` (``w`` itself if F == n)."""
+    KH, KW, C, F = w.shape
+    if F == n:
+        return w
+    out = np.zeros((KH, KW, C, n), dtype=w.dtype)
+    out[..., :F] = w
+    return out
+
+
+def _padded_input(x, padding, Wo, KW, sw, dw, nt) -> np.ndarray:
+    """``x`` zero-padded, with enough extra columns for whole register blocks of ``Wo``."""
+    N, H, W, C = x.shape
+    top, bottom, left, right = padding
+    Wp = max(W + left + right, (_round_up(Wo, RB) - 1) * sw + (KW - 1) * dw + 1)
+    xpad = np.zeros((N, H + top + bottom, Wp, C), dtype=x.dtype)
+    _place(x, xpad, top, left, 1, 1, nt)
+    return xpad
+
+
+def conv2d_forward(x, w, b, stride, padding, dilation):
+    """``y (N, Ho, Wo, F)`` with ``y[n, i, j, f] = b[f] + sum_{kh, kw, c}
+    x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] * w[kh, kw, c, f]``."""
+    Ho, Wo = _output_hw(x.shape, w.shape, stride, padding, dilation)
+    if _use_gemm(w.shape):
+        return _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo)
+    return _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo)
+
+
+def conv2d_backward(dy, x, w, stride, padding, dilation):
+    """Gradients ``(dx (N, H, W, C), dw (KH, KW, C, F), db (F,))`` of :func:`conv2d_forward`
+    given ``dy (N, Ho, Wo, F)``."""
+    if _use_gemm(w.shape):
+        return _backward_gemm(dy, x, w, stride, padding, dilation)
+    return _backward_direct(dy, x, w, stride, padding, dilation)
+
+
+def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    Fp = _round_up(F, FB)
+    nt = get_num_threads()
+    xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
+    bias = np.zeros(Fp, dtype=x.dtype)
+    if b is not None:
+        bias[:F] = b
+    y = np.empty((N, Ho, Wo, F), dtype=x.dtype)
+    _direct_conv(xpad, _pad_channels(w, Fp), bias, _tap_offsets(KW, C, dilation[1]), y,
+                 stride[0], stride[1], dilation[0], nt)
+    return y
+
+
+def _backward_direct(dy, x, w, stride, padding, dilation):
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
+    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
+    nt = get_num_threads()
+    dtype = x.dtype
+
+    # Weight and bias gradients: per-chunk partial sums, added in chunk order.
+    Fp = _round_up(F, FB)
+    xpad = _padded_input(x, padding, Wo, KW, sw, dw, nt)
+    dyp = dy
+    if Fp != F:
+        dyp = np.zeros((N, Ho, Wo, Fp), dtype=dtype)
+        _place(dy, dyp, 0, 0, 1, 1, nt)
+    chunks = min(N, WEIGHT_GRAD_CHUNKS)
+    toff = _tap_offsets(KW, C, dw)
+    dwc = np.zeros((chunks, KH, KW * C, Fp), dtype=dtype)
+    dbc = np.zeros((chunks, Fp), dtype=dtype)
+    _direct_weight_grad(xpad, dyp, toff, dwc, dbc, sh, sw, dh, nt)
+    dw_ = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
+    db = np.ascontiguousarray(dbc.sum(axis=0)[:F])
+
+    # Input gradient: transposed convolution = direct convolution of the zero-interleaved,
+    # padded output gradient with the flipped, channel-swapped kernel (stride 1).
+    Cp = _round_up(C, FB)
+    Wg = max(W + (KW - 1) * dw, _round_up(W, RB) + (KW - 1) * dw)
+    grad = np.zeros((N, H + (KH - 1) * dh, Wg, F), dtype=dtype)
+    _place(dy, grad, (KH - 1) * dh - top, (KW - 1) * dw - left, sh, sw, nt)
+    w_flipped = _pad_channels(np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)), Cp)
+    dx = np.empty_like(x)
+    _direct_conv(grad, w_flipped, np.zeros(Cp, dtype=dtype), _tap_offsets(KW, F, dw), dx,
+                 1, 1, dh, nt)
+    return dx, dw_, db
+
+
+def _gemm_chunk(N, Ho, Wo, K) -> int:
+    """Samples per im2col buffer: as many as fit GEMM_TILE_ELEMENTS, at least one."""
+    return max(1, min(N, GEMM_TILE_ELEMENTS // (Ho * Wo * K)))
+
+
+def _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo):
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    (sh, sw), (top, _, left, _), (dh, dw) = stride, padding, dilation
+    K, P = KH * KW * C, Ho * Wo
+    nt = get_num_threads()
+    w2d = w.reshape(K, F)
+    y = np.empty((N, Ho, Wo, F), dtype=x.dtype)
+    y2d = y.reshape(N * P, F)
+    step = _gemm_chunk(N, Ho, Wo, K)
+    cols = np.empty((step * P, K), dtype=x.dtype)
+    for n0 in range(0, N, step):
+        n1 = min(N, n0 + step)
+        _im2col(x, cols, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
+        np.matmul(cols[: (n1 - n0) * P], w2d, out=y2d[n0 * P : n1 * P])
+    if b is not None:
+        y2d += b
+    return y
+
+
+def _backward_gemm(dy, x, w, stride, padding, dilation):
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
+    (sh, sw), (top, _, left, _), (dh, dw) = stride, padding, dilation
+    K, P = KH * KW * C, Ho * Wo
+    nt = get_num_threads()
+    w2d = w.reshape(K, F)
+    dy2d = dy.reshape(N * P, F)
+    step = _gemm_chunk(N, Ho, Wo, K)
+    cols = np.empty((step * P, K), dtype=x.dtype)
+    dcols = np.empty_like(cols)
+    dx = np.empty_like(x)
+    dw2d = np.zeros((K, F), dtype=x.dtype)
+    part = np.empty_like(dw2d)
+    for n0 in range(0, N, step):
+        n1 = min(N, n0 + step)
+        m = (n1 - n0) * P
+        dy_chunk = dy2d[n0 * P : n1 * P]
+        _im2col(x, cols, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
+        np.matmul(cols[:m].T, dy_chunk, out=part)
+        dw2d += part
+        np.matmul(dy_chunk, w2d.T, out=dcols[:m])
+        _col2im(dcols, dx, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
+    parts = np.empty((min(N * P, WEIGHT_GRAD_CHUNKS), F), dtype=x.dtype)
+    _column_sums(dy2d, parts, nt)
+    return dx, dw2d.reshape(KH, KW, C, F), parts.sum(axis=0)

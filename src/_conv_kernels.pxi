@@ -1,0 +1,244 @@
+# Convolution kernels, included by _conv2d.pyx (kept in one file so that SIMD build variants can
+# compile the same code with other target flags).
+#
+# Layout conventions: activations (N, H, W, C), weights (KH, KW, C, F), everything C-contiguous.
+# "Direct" kernels read a zero-padded input and weights packed to (KH, KW, C, Fp) with Fp a
+# multiple of FB; a register block of RB output pixels x FB output channels is accumulated with
+# constant trip counts so that the compiler keeps it in vector registers. A kernel row's taps
+# (kw, c) are addressed through `toff`: toff[t] is the element offset of tap t = kw * C + c from
+# the window's first cell, padded with zeros to a multiple of RB.
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy, memset
+
+cdef enum:
+    FB = 8  # output channels per register block (vector lanes)
+    RB = 4  # output pixels (forward) or kernel taps (weight gradient) per register block
+
+
+cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline void _direct_row(const floating* x, Py_ssize_t kh_step, Py_ssize_t KH,
+                             Py_ssize_t pix_step, const Py_ssize_t* toff, Py_ssize_t ntaps,
+                             const floating* w, Py_ssize_t Fp, const floating* bias,
+                             floating* y, Py_ssize_t Wo, Py_ssize_t F) noexcept nogil:
+    """One output row ``y (Wo, F)``; ``x`` is its first window's first cell, kernel rows are
+    ``kh_step`` elements apart and neighbouring output pixels ``pix_step`` apart."""
+    cdef floating acc[RB * FB]
+    cdef const floating* xk
+    cdef const floating* wt
+    cdef floating a
+    cdef Py_ssize_t fb, f0, ob, ow0, kh, t, r, f
+    for fb in range(Fp // FB):
+        f0 = fb * FB
+        for ob in range((Wo + RB - 1) // RB):
+            ow0 = ob * RB
+            for r in range(RB):
+                for f in range(FB):
+                    acc[r * FB + f] = bias[f0 + f]
+            for kh in range(KH):
+                xk = x + kh * kh_step + ow0 * pix_step
+                wt = w + kh * ntaps * Fp + f0
+                for t in range(ntaps):
+                    for r in range(RB):
+                        a = xk[r * pix_step + toff[t]]
+                        for f in range(FB):
+                            acc[r * FB + f] += a * wt[f]
+                    wt += Fp
+            for r in range(_imin(RB, Wo - ow0)):
+                for f in range(_imin(FB, F - f0)):
+                    y[(ow0 + r) * F + f0 + f] = acc[r * FB + f]
+
+
+def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
+                 const floating[::1] bias, const Py_ssize_t[::1] toff,
+                 floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
+    """``y (N, Ho, Wo, F)`` = convolution of the padded input ``xpad (N, Hp, Wp, C)`` with
+    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)``; one task per output row."""
+    cdef Py_ssize_t N = y.shape[0], Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3]
+    cdef Py_ssize_t Hp = xpad.shape[1], Wp = xpad.shape[2], C = xpad.shape[3]
+    cdef Py_ssize_t KH = wpk.shape[0], ntaps = wpk.shape[1] * wpk.shape[2], Fp = wpk.shape[3]
+    cdef Py_ssize_t item, n, oh
+    if N == 0:
+        return
+    for item in prange(N * Ho, nogil=True, num_threads=nt, schedule="static"):
+        n = item // Ho
+        oh = item % Ho
+        _direct_row(&xpad[n, oh * sh, 0, 0], dh * Wp * C, KH, sw * C, &toff[0], ntaps,
+                    &wpk[0, 0, 0, 0], Fp, &bias[0], &y[n, oh, 0, 0], Wo, F)
+
+
+cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_ssize_t pix_step,
+                                     const Py_ssize_t* toff, Py_ssize_t ntaps,
+                                     const floating* dy, Py_ssize_t Ho, Py_ssize_t Wo,
+                                     Py_ssize_t Fp, floating* dw) noexcept nogil:
+    """``dw (ntaps, Fp) += sum_{oh, ow} x[window(oh, ow) + toff[t]] * dy[oh, ow, :]`` for one
+    sample and one kernel row; ``x`` is the first window's first cell."""
+    cdef floating acc[RB * FB]
+    cdef const floating* px
+    cdef const floating* dv
+    cdef floating a
+    cdef Py_ssize_t tb, t0, fb, f0, oh, ow, r, f
+    for tb in range((ntaps + RB - 1) // RB):
+        t0 = tb * RB
+        for fb in range(Fp // FB):
+            f0 = fb * FB
+            for r in range(RB * FB):
+                acc[r] = 0
+            for oh in range(Ho):
+                for ow in range(Wo):
+                    px = x + oh * row_step + ow * pix_step
+                    dv = dy + (oh * Wo + ow) * Fp + f0
+                    for r in range(RB):
+                        a = px[toff[t0 + r]]
+                        for f in range(FB):
+                            acc[r * FB + f] += a * dv[f]
+            for r in range(_imin(RB, ntaps - t0)):
+                for f in range(FB):
+                    dw[(t0 + r) * Fp + f0 + f] += acc[r * FB + f]
+
+
+cdef inline void _bias_grad_sample(const floating* dy, Py_ssize_t npix, Py_ssize_t Fp,
+                                   floating* db) noexcept nogil:
+    """``db (Fp,) += sum_p dy[p, :]`` over ``npix`` pixels."""
+    cdef Py_ssize_t p, f
+    for p in range(npix):
+        for f in range(Fp):
+            db[f] += dy[p * Fp + f]
+
+
+def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] dyp,
+                        const Py_ssize_t[::1] toff, floating[:, :, :, ::1] dwc,
+                        floating[:, ::1] dbc, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
+    """Per-chunk partial gradients: ``dwc[k] (KH, ntaps, Fp)`` and ``dbc[k] (Fp,)`` summed over
+    chunk k of the batch (chunk k holds samples ``[k*N//K, (k+1)*N//K)``); zero-initialised.
+    One task per (chunk, kernel row), so the result does not depend on the thread count."""
+    cdef Py_ssize_t N = dyp.shape[0], Ho = dyp.shape[1], Wo = dyp.shape[2], Fp = dyp.shape[3]
+    cdef Py_ssize_t Wp = xpad.shape[2], C = xpad.shape[3]
+    cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ntaps = dwc.shape[2]
+    cdef Py_ssize_t item, k, kh, n
+    if K == 0:
+        return
+    for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
+        k = item // KH
+        kh = item % KH
+        for n in range(k * N // K, (k + 1) * N // K):
+            _weight_grad_sample(&xpad[n, kh * dh, 0, 0], sh * Wp * C, sw * C, &toff[0], ntaps,
+                                &dyp[n, 0, 0, 0], Ho, Wo, Fp, &dwc[k, kh, 0, 0])
+            if kh == 0:
+                _bias_grad_sample(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
+
+
+def _place(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,
+           Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc, int nt):
+    """``dst[n, r0 + i*sr, c0 + j*sc, :C] = src[n, i, j, :]`` wherever that cell exists in
+    ``dst``; other cells are left alone. Pads (sr = sc = 1) or zero-interleaves ``src``."""
+    cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
+    cdef Py_ssize_t A2 = dst.shape[1], B2 = dst.shape[2]
+    cdef Py_ssize_t item, n, i, j, r, col
+    if N == 0:
+        return
+    for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
+        n = item // A
+        i = item % A
+        r = r0 + i * sr
+        if r < 0 or r >= A2:
+            continue
+        for j in range(B):
+            col = c0 + j * sc
+            if 0 <= col < B2:
+                memcpy(&dst[n, r, col, 0], &src[n, i, j, 0], C * sizeof(floating))
+
+
+cdef inline void _im2col_row(const floating* x, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                             Py_ssize_t ih0, Py_ssize_t iw0, Py_ssize_t Wo, Py_ssize_t KH,
+                             Py_ssize_t KW, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw,
+                             floating* cols) noexcept nogil:
+    """Rows ``cols (Wo, KH*KW*C)`` of the windows of one output row; window ``ow`` starts at
+    input cell ``(ih0, iw0 + ow*sw)`` (may lie in the zero padding)."""
+    cdef Py_ssize_t ow, kh, kw, ih, iw
+    cdef floating* dst = cols
+    for ow in range(Wo):
+        for kh in range(KH):
+            ih = ih0 + kh * dh
+            if ih < 0 or ih >= H:
+                memset(dst, 0, KW * C * sizeof(floating))
+                dst += KW * C
+                continue
+            for kw in range(KW):
+                iw = iw0 + ow * sw + kw * dw
+                if 0 <= iw < W:
+                    memcpy(dst, &x[(ih * W + iw) * C], C * sizeof(floating))
+                else:
+                    memset(dst, 0, C * sizeof(floating))
+                dst += C
+
+
+def _im2col(const floating[:, :, :, ::1] x, floating[:, ::1] cols, Py_ssize_t n0,
+            Py_ssize_t n1, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t KH, Py_ssize_t KW,
+            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t top, Py_ssize_t left, Py_ssize_t dh,
+            Py_ssize_t dw, int nt):
+    """Windows of samples ``[n0, n1)`` into ``cols ((n1-n0)*Ho*Wo, KH*KW*C)``."""
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3], K = cols.shape[1]
+    cdef Py_ssize_t item, n, oh
+    for item in prange((n1 - n0) * Ho, nogil=True, num_threads=nt, schedule="static"):
+        n = item // Ho
+        oh = item % Ho
+        _im2col_row(&x[n0 + n, 0, 0, 0], H, W, C, oh * sh - top, -left, Wo, KH, KW, sw, dh, dw,
+                    &cols[item * Wo, 0])
+
+
+cdef inline void _col2im_row(const floating* dcols, Py_ssize_t ih, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t C, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t KH,
+                             Py_ssize_t KW, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t top,
+                             Py_ssize_t left, Py_ssize_t dh, Py_ssize_t dw,
+                             floating* dx) noexcept nogil:
+    """Input-gradient row ``dx (W, C)`` at input row ``ih``: the sum of every window column of
+    ``dcols (Ho*Wo, KH*KW*C)`` (one sample) that reads a cell of that row."""
+    cdef Py_ssize_t K = KH * KW * C
+    cdef Py_ssize_t kh, kw, oh, ow, iw, c, t
+    cdef const floating* src
+    cdef floating* dst
+    memset(dx, 0, W * C * sizeof(floating))
+    for kh in range(KH):
+        t = ih + top - kh * dh
+        if t < 0 or t % sh != 0 or t // sh >= Ho:
+            continue
+        oh = t // sh
+        for ow in range(Wo):
+            for kw in range(KW):
+                iw = ow * sw - left + kw * dw
+                if 0 <= iw < W:
+                    src = dcols + (oh * Wo + ow) * K + (kh * KW + kw) * C
+                    dst = dx + iw * C
+                    for c in range(C):
+                        dst[c] += src[c]
+
+
+def _col2im(const floating[:, ::1] dcols, floating[:, :, :, ::1] dx, Py_ssize_t n0,
+            Py_ssize_t n1, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t KH, Py_ssize_t KW,
+            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t top, Py_ssize_t left, Py_ssize_t dh,
+            Py_ssize_t dw, int nt):
+    """``dx[n0:n1]`` from the window gradients ``dcols ((n1-n0)*Ho*Wo, KH*KW*C)``; one task
+    per input row, each writing only its own row."""
+    cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+    cdef Py_ssize_t item, n, ih
+    for item in prange((n1 - n0) * H, nogil=True, num_threads=nt, schedule="static"):
+        n = item // H
+        ih = item % H
+        _col2im_row(&dcols[n * Ho * Wo, 0], ih, H, W, C, Ho, Wo, KH, KW, sh, sw, top, left, dh,
+                    dw, &dx[n0 + n, ih, 0, 0])
+
+
+def _column_sums(const floating[:, ::1] a, floating[:, ::1] parts, int nt):
+    """``parts[k] = a[k*M//K : (k+1)*M//K].sum(0)`` for each of the K chunks (fixed split)."""
+    cdef Py_ssize_t M = a.shape[0], F = a.shape[1], K = parts.shape[0]
+    cdef Py_ssize_t k, m, f
+    for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
+        for f in range(F):
+            parts[k, f] = 0
+        for m in range(k * M // K, (k + 1) * M // K):
+            for f in range(F):
+                parts[k, f] += a[m, f]
