@@ -1,15 +1,35 @@
 """cnnext: small and medium CNNs on the CPU, with compiled Cython + OpenMP kernels."""
-from . import ops
+from . import (
+    activations,
+    callbacks,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    ops,
+    optimizers,
+    schedules,
+)
 from ._config import __version__, config, get_num_threads, set_num_threads, show_config
 from .backend import available_backends, get_backend, set_backend, use_backend
+from .models import Sequential
 
 __all__ = [
+    "Sequential",
     "__version__",
+    "activations",
     "available_backends",
+    "callbacks",
     "config",
     "get_backend",
     "get_num_threads",
+    "initializers",
+    "layers",
+    "losses",
+    "metrics",
     "ops",
+    "optimizers",
+    "schedules",
     "set_backend",
     "set_num_threads",
     "show_config",

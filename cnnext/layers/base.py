@@ -1,0 +1,214 @@
+"""The :class:`Layer` base class and the shared "affine step + activation" machinery.
+
+A layer is built once for an input shape without the batch axis (``(H, W, C)`` or ``(D,)``):
+:meth:`Layer.build` validates the shape (a ValueError naming the layer when it cannot work),
+records ``input_shape``/``output_shape`` and creates the weights. After that :meth:`forward` and
+:meth:`backward` do no validation: they call the backend op table directly on whole mini-batches.
+
+Weights live in three dicts with a fixed key order:
+``params`` (trainable, e.g. ``kernel``/``bias``), ``grads`` (same keys, filled by ``backward``) and
+``state`` (non-trainable, e.g. BatchNormalization's moving statistics).
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .. import activations
+
+Shape = tuple[int, ...]
+
+
+def _snake_case(name: str) -> str:
+    """``"BatchNormalization"`` -> ``"batch_normalization"``, ``"Conv2D"`` -> ``"conv2d"``."""
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; received {name}={value!r}")
+    return int(value)
+
+
+def check_spatial_input(layer: "Layer", input_shape: Shape) -> None:
+    """ValueError naming ``layer`` unless ``input_shape`` is ``(H, W, C)``."""
+    if len(input_shape) != 3:
+        raise layer._error(
+            f"expects inputs of shape (H, W, C) (batch axis excluded), received {input_shape}"
+        )
+
+
+class Layer:
+    """Base class. Subclasses override :meth:`compute_output_shape`, :meth:`forward`,
+    :meth:`backward`, and, when they hold weights, :meth:`create_weights` and :meth:`get_config`.
+
+    ``input_shape`` (optional, without the batch axis) declares the model input when the layer is
+    the first one of a :class:`~cnnext.models.Sequential`. ``dtype``, ``backend`` (None: the
+    current default backend) and ``seed_sequence`` (a ``numpy.random.SeedSequence`` that makes the
+    initial weights reproducible) are set by the model before it builds the layer.
+    """
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        input_shape: Optional[Sequence[int]] = None,
+        trainable: bool = True,
+    ):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"layer name must be a non-empty string; received name={name!r}")
+        self.name: str = name or _snake_case(type(self).__name__)
+        self.auto_named = name is None
+        self.declared_input_shape: Optional[Shape] = (
+            None if input_shape is None else self._as_shape(input_shape)
+        )
+        self.trainable = bool(trainable)
+        self.built = False
+        self.input_shape: Optional[Shape] = self.declared_input_shape
+        self.output_shape: Optional[Shape] = None
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.state: dict[str, np.ndarray] = {}
+        self.dtype = np.dtype("float32")
+        self.backend: Optional[str] = None
+        self.seed_sequence: Optional[np.random.SeedSequence] = None
+
+    @staticmethod
+    def _as_shape(shape: Sequence[int]) -> Shape:
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"a shape must be a sequence of ints; received {shape!r}") from None
+        if not dims or min(dims) < 1 or any(int(d) != d for d in shape):
+            raise ValueError(f"a shape needs positive int sizes; received {tuple(shape)!r}")
+        return dims
+
+    # --- building -------------------------------------------------------------------------------
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        """Output shape (no batch axis) for ``input_shape``; ValueError when it cannot work."""
+        return tuple(input_shape)
+
+    def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        """Fill ``params``/``state`` for ``input_shape`` (layers without weights do nothing)."""
+
+    def build(self, input_shape: Sequence[int]) -> None:
+        """Validate ``input_shape`` (no batch axis), set the shapes and create the weights."""
+        shape = self._as_shape(input_shape)
+        if self.built:
+            if shape != self.input_shape:
+                raise ValueError(
+                    f"layer '{self.name}' was built for input shape {self.input_shape} and "
+                    f"cannot take {shape}"
+                )
+            return
+        self.output_shape = tuple(self.compute_output_shape(shape))
+        self.create_weights(shape, np.random.default_rng(self.seed_sequence))
+        self.grads = {key: np.zeros_like(p) for key, p in self.params.items()}
+        self.input_shape = shape
+        self.built = True
+
+    def _error(self, message: str) -> ValueError:
+        return ValueError(f"layer '{self.name}' ({type(self).__name__}): {message}")
+
+    # --- computation ----------------------------------------------------------------------------
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """``x`` of shape ``(N, *input_shape)`` -> ``(N, *output_shape)``."""
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Gradient w.r.t. the input of the last :meth:`forward`; fills ``grads``."""
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """Build from ``x.shape[1:]`` when needed, then :meth:`forward` (convenience for use
+        outside a model; ``x`` must already have the layer's dtype)."""
+        if not self.built:
+            self.dtype = np.dtype(x.dtype)
+            self.build(x.shape[1:])
+        return self.forward(np.ascontiguousarray(x), training=training)
+
+    # --- weights and config ---------------------------------------------------------------------
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of ``params`` then ``state`` values, in their fixed key order."""
+        return [w.copy() for w in (*self.params.values(), *self.state.values())]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        """Copy ``weights`` (as from :meth:`get_weights`) into the layer, in place."""
+        targets = [*self.params.items(), *self.state.items()]
+        if not self.built:
+            raise self._error("build the layer (or its model) before set_weights")
+        if len(weights) != len(targets):
+            raise self._error(f"expected {len(targets)} weight arrays, received {len(weights)}")
+        for (key, target), value in zip(targets, weights):
+            value = np.asarray(value)
+            if value.shape != target.shape:
+                raise self._error(
+                    f"weight '{key}' has shape {target.shape}, received shape {value.shape}"
+                )
+            target[...] = value
+
+    def count_params(self) -> tuple[int, int]:
+        """``(trainable, non_trainable)`` scalar counts."""
+        n_params = sum(p.size for p in self.params.values())
+        n_state = sum(s.size for s in self.state.values())
+        return (n_params, n_state) if self.trainable else (0, n_params + n_state)
+
+    def get_config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments; ``cls.from_config(cfg)`` rebuilds the layer."""
+        config: dict[str, Any] = {"name": self.name, "trainable": self.trainable}
+        if self.declared_input_shape is not None:
+            config["input_shape"] = list(self.declared_input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Layer":
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} '{self.name}' output_shape={self.output_shape}>"
+
+
+class ActivatedLayer(Layer):
+    """A layer computing ``y = activation(affine(x))``: the affine step (convolution, matrix
+    product or identity) then the activation as a second step.
+
+    Subclasses implement :meth:`affine_forward` and :meth:`affine_backward`. The pre-activation of
+    the last forward pass is kept in ``preactivation`` so a loss can fuse with the activation
+    (softmax + cross-entropy) and call :meth:`backward_preactivation` directly.
+    """
+
+    def __init__(self, activation: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+        self._is_linear = self.activation.name == "linear"
+        self.preactivation: Optional[np.ndarray] = None
+        self._output: Optional[np.ndarray] = None
+
+    def affine_forward(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def affine_backward(self, dz: np.ndarray) -> np.ndarray:
+        return dz
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        z = self.affine_forward(x)
+        self.preactivation = z
+        y = z if self._is_linear else self.activation.forward(z)
+        self._output = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if not self._is_linear:
+            dy = self.activation.backward(dy, self.preactivation, self._output)
+        return self.affine_backward(dy)
+
+    def backward_preactivation(self, dz: np.ndarray) -> np.ndarray:
+        """Backward pass given ``dL/dz`` for the pre-activation (skips the activation step)."""
+        return self.affine_backward(dz)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "activation": self.activation.get_config()}

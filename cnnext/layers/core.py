@@ -1,0 +1,114 @@
+"""Dense, Dropout and Activation layers (any input rank; Dense acts on the last axis)."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from .. import activations, initializers
+from .base import ActivatedLayer, Layer, Shape, check_positive_int
+
+
+class Dense(ActivatedLayer):
+    """``y = activation(x @ kernel + bias)`` on the last axis: ``(N, ..., D) -> (N, ..., units)``
+    with ``kernel (D, units)`` and ``bias (units,)``."""
+
+    def __init__(
+        self,
+        units: int,
+        activation: Any = None,
+        use_bias: bool = True,
+        kernel_initializer: str = "glorot_uniform",
+        bias_initializer: str = "zeros",
+        **kwargs: Any,
+    ):
+        super().__init__(activation=activation, **kwargs)
+        self.units = check_positive_int(units, "units")
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.check(kernel_initializer)
+        self.bias_initializer = initializers.check(bias_initializer)
+        self._x2: Optional[np.ndarray] = None
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return (*input_shape[:-1], self.units)
+
+    def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        shape = (input_shape[-1], self.units)
+        self.params = {"kernel": initializers.get(self.kernel_initializer)(shape, rng, self.dtype)}
+        if self.use_bias:
+            init = initializers.get(self.bias_initializer)
+            self.params["bias"] = init((self.units,), rng, self.dtype)
+
+    def affine_forward(self, x: np.ndarray) -> np.ndarray:
+        x2 = x.reshape(-1, x.shape[-1])
+        self._x2 = x2
+        z = x2 @ self.params["kernel"]
+        if self.use_bias:
+            z += self.params["bias"]
+        return z.reshape(*x.shape[:-1], self.units)
+
+    def affine_backward(self, dz: np.ndarray) -> np.ndarray:
+        dz2 = dz.reshape(-1, self.units)
+        self.grads["kernel"] = self._x2.T @ dz2
+        if self.use_bias:
+            self.grads["bias"] = dz2.sum(axis=0)
+        dx = dz2 @ self.params["kernel"].T
+        return dx.reshape(*dz.shape[:-1], dx.shape[-1])
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "use_bias": self.use_bias,
+            "kernel_initializer": self.kernel_initializer,
+            "bias_initializer": self.bias_initializer,
+        }
+
+
+class Activation(ActivatedLayer):
+    """An activation as a layer: ``Activation("relu")``, ``Activation("leaky_relu", alpha=0.2)``."""
+
+    def __init__(self, activation: Any = "linear", **kwargs: Any):
+        layer_keys = ("name", "input_shape", "trainable")
+        layer_kwargs = {k: kwargs.pop(k) for k in layer_keys if k in kwargs}
+        if kwargs:  # extra arguments belong to the activation, e.g. alpha
+            if not isinstance(activation, str):
+                raise ValueError(f"unexpected arguments {sorted(kwargs)} for {activation!r}")
+            activation = {"name": activation, **kwargs}
+        super().__init__(activation=activations.get(activation), **layer_kwargs)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each value is zeroed with probability ``rate`` and the kept
+    ones are scaled by ``1 / (1 - rate)``, so inference is the identity.
+
+    ``seed`` fixes the mask sequence; without it the masks come from the model's seed.
+    The generator is the public attribute ``rng`` (a ``numpy.random.Generator``).
+    """
+
+    def __init__(self, rate: float = 0.5, seed: Optional[int] = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        rate = float(rate)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"Dropout rate must be in [0, 1); received rate={rate}")
+        self.rate = rate
+        self.seed = None if seed is None else int(seed)
+        self.rng: Optional[np.random.Generator] = None
+        self._mask: Optional[np.ndarray] = None
+
+    def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
+        self.rng = np.random.default_rng(self.seed) if self.seed is not None else rng
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if not training or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
+        self._mask = np.multiply(keep, 1.0 / (1.0 - self.rate), dtype=x.dtype)
+        return x * self._mask
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return dy if self._mask is None else dy * self._mask
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}

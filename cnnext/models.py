@@ -1,0 +1,499 @@
+"""The :class:`Sequential` model: a stack of layers trained on whole mini-batches.
+
+Inputs are channels-last arrays ``(N, *input_shape)``. At the API boundary (``fit``, ``evaluate``,
+``predict``, ``train_on_batch``) the model converts them once to a C-contiguous array of its dtype:
+``uint8`` images are scaled by ``1/255`` into ``[0, 1]``; other numeric inputs are cast as given.
+Non-finite inputs raise ValueError. Labels are integer class ids or one-hot rows (see
+:mod:`cnnext.losses`).
+"""
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import threading
+import time
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+from . import losses as losses_mod
+from . import metrics as metrics_mod
+from . import optimizers as optimizers_mod
+from .backend import resolve
+from .callbacks import Callback, CallbackList, History
+from .layers import ActivatedLayer, Layer, get_layer_class
+from .progress import ProgressBar, epoch_line
+
+DTYPES = ("float32", "float64")
+
+
+class _DeferInterrupt:
+    """Hold back Ctrl-C (SIGINT) while the block runs and deliver it afterwards, so an optimizer
+    step is applied to every parameter or to none. A no-op outside the main thread."""
+
+    def __enter__(self) -> "_DeferInterrupt":
+        self.received: list = []
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, lambda *args: self.received.append(args))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is None:
+            return
+        signal.signal(signal.SIGINT, self.previous)
+        if self.received:
+            if callable(self.previous):
+                self.previous(*self.received[0])
+            elif self.previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    ``dtype`` ("float32" or "float64") is the dtype of every weight and activation. ``seed`` makes
+    the initial weights, dropout masks and shuffling reproducible (layer ``i`` draws from
+    ``SeedSequence(seed, spawn_key=(0, i))``). ``backend`` pins the kernels ("numpy"/"cython");
+    None uses the current default.
+    """
+
+    def __init__(self, layers: Optional[Iterable[Layer]] = None, name: str = "sequential",
+                 dtype: str = "float32", seed: Optional[int] = None,
+                 backend: Optional[str] = None):
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}; received dtype={dtype!r}")
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self.seed = seed
+        self._entropy = np.random.SeedSequence(seed).entropy
+        self._shuffle_rng = np.random.default_rng(
+            np.random.SeedSequence(self._entropy, spawn_key=(1,)))
+        if backend is not None:
+            resolve(backend)  # validates the name
+        self._backend = backend
+        self.layers: list[Layer] = []
+        self.input_shape: Optional[tuple[int, ...]] = None
+        self.built = False
+        self.optimizer: Optional[optimizers_mod.Optimizer] = None
+        self.loss: Optional[losses_mod.Loss] = None
+        self.metrics: list[metrics_mod.Metric] = []
+        self.stop_training = False
+        self.history: Optional[History] = None
+        for layer in layers or ():
+            self.add(layer)
+
+    # --- structure ------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> Optional[str]:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: Optional[str]) -> None:
+        if name is not None:
+            resolve(name)
+        self._backend = name
+        for layer in self.layers:
+            layer.backend = name
+
+    @property
+    def output_shape(self) -> Optional[tuple[int, ...]]:
+        return self.layers[-1].output_shape if self.built else None
+
+    def add(self, layer: Layer) -> None:
+        """Append ``layer``; it is built at once when the model's input shape is known."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a Layer; received {layer!r}")
+        if any(layer is other for other in self.layers):
+            raise ValueError(f"layer '{layer.name}' is already in model '{self.name}'")
+        names = {other.name for other in self.layers}
+        if layer.name in names:
+            if not layer.auto_named:
+                raise ValueError(f"model '{self.name}' already has a layer named '{layer.name}'")
+            base, k = layer.name, 1
+            while f"{base}_{k}" in names:
+                k += 1
+            layer.name = f"{base}_{k}"
+        self.layers.append(layer)
+        if self.built:
+            try:
+                self._build_layer(len(self.layers) - 1, self.layers[-2].output_shape)
+            except ValueError:
+                self.layers.pop()
+                raise
+        elif len(self.layers) == 1 and layer.declared_input_shape is not None:
+            self.build(layer.declared_input_shape)
+
+    def _build_layer(self, index: int, input_shape: tuple[int, ...]) -> None:
+        layer = self.layers[index]
+        declared = layer.declared_input_shape
+        if declared is not None and declared != tuple(input_shape):
+            raise ValueError(f"layer '{layer.name}' declares input_shape {declared} but receives "
+                             f"{tuple(input_shape)} from the layer before it")
+        layer.dtype = self.dtype
+        layer.backend = self._backend
+        layer.seed_sequence = np.random.SeedSequence(self._entropy, spawn_key=(0, index))
+        layer.build(input_shape)
+
+    def build(self, input_shape: Sequence[int]) -> None:
+        """Build every layer for inputs of ``input_shape`` (no batch axis)."""
+        if not self.layers:
+            raise ValueError(f"model '{self.name}' has no layers")
+        shape = Layer._as_shape(input_shape)
+        if self.built:
+            if shape != self.input_shape:
+                raise ValueError(f"model '{self.name}' was built for input shape "
+                                 f"{self.input_shape}, not {shape}")
+            return
+        for i, layer in enumerate(self.layers):
+            self._build_layer(i, shape)
+            shape = layer.output_shape
+        self.input_shape = Layer._as_shape(input_shape)
+        self.built = True
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise ValueError(f"model '{self.name}' is not built; give the first layer an "
+                             f"input_shape or call build()/fit() before {what}")
+
+    # --- weights --------------------------------------------------------------------------------
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Every layer's :meth:`~Layer.get_weights`, concatenated in layer order."""
+        self._require_built("get_weights()")
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        self._require_built("set_weights()")
+        counts = [len(layer.params) + len(layer.state) for layer in self.layers]
+        if len(weights) != sum(counts):
+            raise ValueError(f"model '{self.name}' has {sum(counts)} weight arrays, "
+                             f"received {len(weights)}")
+        start = 0
+        for layer, count in zip(self.layers, counts):
+            layer.set_weights(weights[start:start + count])
+            start += count
+
+    def count_params(self) -> tuple[int, int]:
+        """``(trainable, non_trainable)`` totals."""
+        counts = [layer.count_params() for layer in self.layers]
+        return sum(c[0] for c in counts), sum(c[1] for c in counts)
+
+    def summary(self, print_fn=print) -> None:
+        """Print a table of layers, output shapes and parameter counts."""
+        self._require_built("summary()")
+        rows = [(f"{layer.name} ({type(layer).__name__})",
+                 str((None, *layer.output_shape)), f"{sum(layer.count_params()):,}")
+                for layer in self.layers]
+        head = ("Layer (type)", "Output Shape", "Param #")
+        w = [max(len(r[i]) for r in [head, *rows]) + 3 for i in range(3)]
+        width = sum(w)
+        line = lambda r: f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}"  # noqa: E731
+        trainable, frozen = self.count_params()
+        print_fn(f'Model: "{self.name}"  (dtype {self.dtype})')
+        print_fn("_" * width)
+        print_fn(line(head))
+        print_fn("=" * width)
+        for row in rows:
+            print_fn(line(row))
+        print_fn("=" * width)
+        print_fn(f"Total params: {trainable + frozen:,}")
+        print_fn(f"Trainable params: {trainable:,}")
+        print_fn(f"Non-trainable params: {frozen:,}")
+
+    # --- config ---------------------------------------------------------------------------------
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": str(self.dtype),
+            "layers": [{"class_name": type(layer).__name__, "config": layer.get_config()}
+                       for layer in self.layers],
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "Sequential":
+        layers = [get_layer_class(spec["class_name"]).from_config(spec["config"])
+                  for spec in config["layers"]]
+        model = cls(layers, name=config.get("name", "sequential"),
+                    dtype=config.get("dtype", "float32"))
+        if config.get("input_shape") is not None:
+            model.build(config["input_shape"])
+        return model
+
+    def compile(self, optimizer: Any = "sgd", loss: Any = "mse",
+                metrics: Optional[Sequence[Any]] = None) -> None:
+        """Choose the optimizer, loss and metrics, by name or as objects."""
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        if isinstance(metrics, (str, metrics_mod.Metric)):
+            metrics = [metrics]
+        chosen = [metrics_mod.get(m) for m in metrics or () if m != "loss"]
+        if isinstance(self.loss, losses_mod.BinaryCrossentropy) and self.loss.from_logits:
+            for m in chosen:
+                if isinstance(m, metrics_mod.Accuracy):
+                    m.threshold = 0.0
+        self.metrics = chosen
+
+    def compile_config(self) -> dict[str, Any]:
+        self._require_compiled("compile_config()")
+        return {"optimizer": optimizers_mod.serialize(self.optimizer),
+                "loss": losses_mod.serialize(self.loss),
+                "metrics": [m.name for m in self.metrics]}
+
+    def compile_from_config(self, config: dict[str, Any]) -> None:
+        self.compile(config["optimizer"], config["loss"], config.get("metrics"))
+
+    def save(self, path: Any) -> None:
+        """Write the model to ``path`` with :func:`cnnext.io.save_model`."""
+        from .io import save_model
+
+        save_model(self, path)
+
+    def _require_compiled(self, what: str) -> None:
+        if self.optimizer is None or self.loss is None:
+            raise RuntimeError(f"model '{self.name}' is not compiled; call "
+                               f"compile(optimizer, loss, metrics) before {what}")
+
+    # --- data at the boundary -------------------------------------------------------------------
+
+    def _prepare_x(self, x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"inputs must be numeric arrays; received dtype {x.dtype}")
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(f"inputs need a batch axis and at least one sample; received "
+                             f"shape {x.shape}")
+        if x.dtype == np.uint8:
+            x = x.astype(self.dtype)
+            x *= 1.0 / 255.0
+        else:
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not self.built:
+            self.build(x.shape[1:])
+        elif x.shape[1:] != self.input_shape:
+            hint = ""
+            if (*x.shape[1:], 1) == self.input_shape:
+                hint = "; add the channel axis, e.g. x[..., None]"
+            raise ValueError(f"model '{self.name}' expects inputs of shape "
+                             f"(N, {', '.join(map(str, self.input_shape))}), received "
+                             f"{x.shape}{hint}")
+        if not np.isfinite(x).all():
+            bad = np.argwhere(~np.isfinite(x).reshape(len(x), -1).all(axis=1))[0, 0]
+            raise ValueError(f"inputs contain NaN or infinite values (first in sample {bad})")
+        return x
+
+    def _prepare_xy(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        x = self._prepare_x(x)
+        y = np.asarray(y)
+        if y.ndim == 0 or len(y) != len(x):
+            raise ValueError(f"x has {len(x)} samples but y has "
+                             f"{len(y) if y.ndim else 'no batch axis'} (shape {y.shape})")
+        return x, self.loss.prepare_targets(y, self.output_shape, self.dtype)
+
+    # --- one batch ------------------------------------------------------------------------------
+
+    def _loss_mode(self) -> str:
+        """"fused" (loss takes the last layer's pre-activation), "logits" or "plain"."""
+        last = self.layers[-1]
+        activation = last.activation.name if isinstance(last, ActivatedLayer) else None
+        if self.loss.fused_activation is None:
+            return "plain"
+        if self.loss.from_logits:
+            if activation == self.loss.fused_activation:
+                raise ValueError(f"loss {self.loss.name} has from_logits=True but the last layer "
+                                 f"'{last.name}' already applies {activation}")
+            return "logits"
+        return "fused" if activation == self.loss.fused_activation else "plain"
+
+    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _batch_loss(self, t: np.ndarray, out: np.ndarray, mode: str,
+                    need_grad: bool) -> tuple[float, Optional[np.ndarray]]:
+        if mode == "fused":
+            return self.loss.logits_value_and_grad(t, self.layers[-1].preactivation)
+        if mode == "logits":
+            return self.loss.logits_value_and_grad(t, out)
+        return self.loss.value(t, out), (self.loss.gradient(t, out) if need_grad else None)
+
+    def _backward(self, grad: np.ndarray, mode: str) -> None:
+        layers = self.layers
+        first = next((i for i, layer in enumerate(layers) if layer.trainable and layer.params),
+                     len(layers))
+        i = len(layers) - 1
+        if mode == "fused":
+            grad = layers[i].backward_preactivation(grad)
+            i -= 1
+        for j in range(i, first - 1, -1):
+            grad = layers[j].backward(grad)
+
+    def _train_step(self, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
+        out = self._forward(x, True)
+        loss, grad = self._batch_loss(t, out, mode, need_grad=True)
+        self._backward(grad, mode)
+        triples = [(f"{layer.name}.{key}", param, layer.grads[key])
+                   for layer in self.layers if layer.trainable
+                   for key, param in layer.params.items()]
+        with _DeferInterrupt():
+            self.optimizer.apply(triples)
+        return loss, out
+
+    def _logs(self, t: np.ndarray, out: np.ndarray, loss: float) -> dict[str, float]:
+        logs = {"loss": loss}
+        for metric in self.metrics:
+            logs[metric.name] = metric(t, out)
+        return logs
+
+    def train_on_batch(self, x: Any, y: Any, return_dict: bool = False) -> Any:
+        """One optimizer step on ``(x, y)``; returns the loss (and metrics, like evaluate)."""
+        self._require_compiled("train_on_batch()")
+        x, t = self._prepare_xy(x, y)
+        loss, out = self._train_step(x, t, self._loss_mode())
+        return self._results(self._logs(t, out, loss), return_dict)
+
+    def _results(self, logs: dict[str, float], return_dict: bool) -> Any:
+        if return_dict:
+            return logs
+        return logs["loss"] if len(logs) == 1 else list(logs.values())
+
+    # --- whole arrays ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_batch_size(batch_size: Any) -> int:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int; received {batch_size!r}")
+        return int(batch_size)
+
+    def _evaluate_arrays(self, x: np.ndarray, t: np.ndarray, batch_size: int) -> dict[str, float]:
+        mode = self._loss_mode()
+        totals: dict[str, float] = {}
+        for start in range(0, len(x), batch_size):
+            xb, tb = x[start:start + batch_size], t[start:start + batch_size]
+            out = self._forward(xb, False)
+            logs = self._logs(tb, out, self._batch_loss(tb, out, mode, need_grad=False)[0])
+            for key, value in logs.items():
+                totals[key] = totals.get(key, 0.0) + value * len(xb)
+        return {key: value / len(x) for key, value in totals.items()}
+
+    def evaluate(self, x: Any, y: Any, batch_size: int = 32, return_dict: bool = False) -> Any:
+        """Loss and metrics over ``(x, y)`` in inference mode: a float when there are no metrics,
+        else ``[loss, *metrics]``, or a dict with ``return_dict=True``."""
+        self._require_compiled("evaluate()")
+        x, t = self._prepare_xy(x, y)
+        return self._results(self._evaluate_arrays(x, t, self._check_batch_size(batch_size)),
+                             return_dict)
+
+    def predict(self, x: Any, batch_size: int = 32) -> np.ndarray:
+        """Model outputs ``(N, *output_shape)`` in inference mode, in the model dtype."""
+        x = self._prepare_x(x)
+        batch_size = self._check_batch_size(batch_size)
+        out = np.empty((len(x), *self.output_shape), dtype=self.dtype)
+        for start in range(0, len(x), batch_size):
+            out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
+        return out
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.predict(x, batch_size=max(len(x), 1))
+
+    def fit(self, x: Any, y: Any, epochs: int = 1, batch_size: int = 32,
+            validation_split: float = 0.0, validation_data: Optional[tuple] = None,
+            shuffle: bool = True, verbose: int = 1, callbacks: Optional[Sequence[Callback]] = None,
+            seed: Optional[int] = None) -> History:
+        """Train for ``epochs`` passes over ``(x, y)`` in mini-batches of ``batch_size``.
+
+        ``validation_split`` holds out the last fraction of the samples (before shuffling);
+        ``validation_data=(x_val, y_val)`` takes precedence. ``shuffle`` reorders the training
+        samples each epoch, from ``seed`` when given, else from the model's seed. ``verbose``: 0
+        silent, 1 a live progress bar, 2 one line per epoch (on stderr). Returns the
+        :class:`~cnnext.callbacks.History` (also kept as ``model.history``).
+        """
+        self._require_compiled("fit()")
+        batch_size = self._check_batch_size(batch_size)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0; received {epochs!r}")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2; received {verbose!r}")
+        x, t = self._prepare_xy(x, y)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (x_val, y_val)")
+            val = self._prepare_xy(*validation_data)
+        elif validation_split:
+            if not 0.0 < validation_split < 1.0:
+                raise ValueError(f"validation_split must be in (0, 1); received "
+                                 f"{validation_split!r}")
+            split = int(len(x) * (1.0 - validation_split))
+            if split < 1 or split == len(x):
+                raise ValueError(f"validation_split={validation_split} leaves no training or no "
+                                 f"validation samples out of {len(x)}")
+            x, t, val = x[:split], t[:split], (x[split:], t[split:])
+        rng = self._shuffle_rng if seed is None else np.random.default_rng(seed)
+        steps = math.ceil(len(x) / batch_size)
+        history = History()
+        cbs = CallbackList([history, *(callbacks or ())], self, {
+            "epochs": int(epochs), "steps": steps, "batch_size": batch_size,
+            "samples": len(x), "verbose": verbose})
+        mode = self._loss_mode()
+        self.stop_training = False
+        self.history = history
+        cbs.call("on_train_begin", {})
+        for epoch in range(epochs):
+            cbs.call("on_epoch_begin", epoch, {})
+            logs = self._fit_epoch(x, t, mode, batch_size, rng if shuffle else None, cbs,
+                                   epoch, int(epochs), verbose, val)
+            cbs.call("on_epoch_end", epoch, logs)
+            if self.stop_training:
+                break
+        cbs.call("on_train_end", {})
+        return history
+
+    def _fit_epoch(self, x: np.ndarray, t: np.ndarray, mode: str, batch_size: int,
+                   rng: Optional[np.random.Generator], cbs: CallbackList, epoch: int,
+                   epochs: int, verbose: int, val: Optional[tuple]) -> dict[str, float]:
+        """One pass over the training data; returns the epoch logs (means, then ``val_*``)."""
+        started = time.perf_counter()
+        order = rng.permutation(len(x)) if rng is not None else None
+        steps = math.ceil(len(x) / batch_size)
+        bar = ProgressBar(steps) if verbose == 1 else None
+        if bar is not None:
+            print(f"Epoch {epoch + 1}/{epochs}", file=sys.stderr)
+        totals: dict[str, float] = {}
+        seen, done = 0, 0
+        means: dict[str, float] = {}
+        logs: dict[str, float] = {}
+        try:
+            for step in range(steps):
+                part = slice(step * batch_size, (step + 1) * batch_size)
+                idx = order[part] if order is not None else part
+                xb, tb = x[idx], t[idx]
+                cbs.call("on_batch_begin", step, {})
+                loss, out = self._train_step(xb, tb, mode)
+                batch_logs = self._logs(tb, out, loss)
+                seen, done = seen + len(xb), step + 1
+                for key, value in batch_logs.items():
+                    totals[key] = totals.get(key, 0.0) + value * len(xb)
+                means = {key: value / seen for key, value in totals.items()}
+                cbs.call("on_batch_end", step, {**batch_logs, "size": len(xb)})
+                if bar is not None:
+                    bar.update(done, means)
+                if self.stop_training:
+                    break
+            logs = dict(means)
+            if val is not None:
+                for key, value in self._evaluate_arrays(*val, batch_size).items():
+                    logs[f"val_{key}"] = value
+        finally:
+            if bar is not None:
+                bar.close(done, logs or means)
+        if verbose == 2:
+            print(epoch_line(epoch + 1, epochs, time.perf_counter() - started, logs),
+                  file=sys.stderr)
+        return logs
