@@ -1,0 +1,83 @@
+"""Compiled nearest-neighbour 2-D upsampling over channels-last tensors.
+
+Follows the backend contract in :mod:`cnnext.backend`: ``x`` is a C-contiguous ``(N, H, W, C)``
+float32/float64 array and ``scale`` is ``(sh, sw)``. Work is split over the ``N * H`` input rows;
+each input row owns ``sh`` output rows, so threads never write the same memory.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.string cimport memcpy
+
+import numpy as np
+
+from cnnext._config import get_num_threads
+
+
+cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                   Py_ssize_t sh, Py_ssize_t sw, int nt) noexcept:
+    cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t r, n, h, w, j, c, i
+    cdef Py_ssize_t out_row = W * sw * C
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+        for r in prange(x.shape[0] * H, num_threads=nt, schedule="static"):
+            n = r // H
+            h = r % H
+            src = &x[n, h, 0, 0]
+            dst = &y[n, h * sh, 0, 0]
+            for w in range(W):
+                for j in range(sw):
+                    for c in range(C):
+                        dst[(w * sw + j) * C + c] = src[w * C + c]
+            for i in range(1, sh):
+                memcpy(dst + i * out_row, dst, out_row * sizeof(floating))
+
+
+cdef void _backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                    Py_ssize_t sh, Py_ssize_t sw, int nt) noexcept:
+    cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+    cdef Py_ssize_t r, n, h, w, j, c, i
+    cdef Py_ssize_t grad_row = W * sw * C
+    cdef const floating* src
+    cdef floating* dst
+    with nogil:
+        for r in prange(dx.shape[0] * H, num_threads=nt, schedule="static"):
+            n = r // H
+            h = r % H
+            src = &dy[n, h * sh, 0, 0]
+            dst = &dx[n, h, 0, 0]
+            for w in range(W):
+                for c in range(C):
+                    dst[w * C + c] = 0
+            for i in range(sh):
+                for w in range(W):
+                    for j in range(sw):
+                        for c in range(C):
+                            dst[w * C + c] += src[i * grad_row + (w * sw + j) * C + c]
+
+
+def upsample2d_forward(x, scale):
+    """Repeat each pixel of ``x (N, H, W, C)`` into an ``sh x sw`` block: ``(N, H*sh, W*sw, C)``."""
+    cdef Py_ssize_t sh = scale[0], sw = scale[1]
+    cdef int nt = get_num_threads()
+    n, h, w, c = x.shape
+    y = np.empty((n, h * sh, w * sw, c), dtype=x.dtype)
+    if x.dtype == np.float32:
+        _forward[float](x, y, sh, sw, nt)
+    else:
+        _forward[double](x, y, sh, sw, nt)
+    return y
+
+
+def upsample2d_backward(dy, scale):
+    """Sum ``dy (N, H*sh, W*sw, C)`` over each ``sh x sw`` block: ``dx (N, H, W, C)``."""
+    cdef Py_ssize_t sh = scale[0], sw = scale[1]
+    cdef int nt = get_num_threads()
+    n, ho, wo, c = dy.shape
+    dx = np.empty((n, ho // sh, wo // sw, c), dtype=dy.dtype)
+    if dy.dtype == np.float32:
+        _backward[float](dy, dx, sh, sw, nt)
+    else:
+        _backward[double](dy, dx, sh, sw, nt)
+    return dx
