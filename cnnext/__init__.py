@@ -12,9 +12,11 @@ from . import (
 )
 from ._config import __version__, config, get_num_threads, set_num_threads, show_config
 from .backend import available_backends, get_backend, set_backend, use_backend
+from .io import ModelFileError, load_model, save_model
 from .models import Sequential
 
 __all__ = [
+    "ModelFileError",
     "Sequential",
     "__version__",
     "activations",
@@ -25,10 +27,12 @@ __all__ = [
     "get_num_threads",
     "initializers",
     "layers",
+    "load_model",
     "losses",
     "metrics",
     "ops",
     "optimizers",
+    "save_model",
     "schedules",
     "set_backend",
     "set_num_threads",
