@@ -104,7 +104,8 @@ def test_unbuilt_model_is_refused(tmp_path):
 def _classifier(optimizer) -> Sequential:
     model = Sequential([
         L.Conv2D(4, 3, padding="same", activation="relu", input_shape=INPUT_SHAPE),
-        L.BatchNormalization(), L.MaxPool2D(2), L.Flatten(), L.Dense(3, activation="softmax")])
+        L.BatchNormalization(), L.MaxPool2D(2), L.Flatten(), L.Dropout(0.25),
+        L.Dense(3, activation="softmax")])
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
