@@ -45,9 +45,14 @@ def _use_gemm(w_shape) -> bool:
     return KH * KW * C >= 64 and F >= 32
 
 
+def _lanes(dtype) -> int:
+    """Vector lanes of the direct kernels for ``dtype``: packed channel counts are multiples."""
+    return CNX_LANES_F if dtype == np.float32 else CNX_LANES_D
+
+
 def _tap_offsets(KW: int, C: int, dw: int) -> np.ndarray:
-    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of RB."""
-    toff = np.zeros(_round_up(KW * C, RB), dtype=np.intp)
+    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of CNX_RB."""
+    toff = np.zeros(_round_up(KW * C, CNX_RB), dtype=np.intp)
     toff[: KW * C] = (np.arange(KW)[:, None] * dw * C + np.arange(C)).ravel()
     return toff
 
@@ -66,7 +71,7 @@ def _padded_input(x, padding, Wo, KW, sw, dw, nt) -> np.ndarray:
     """``x`` zero-padded, with enough extra columns for whole register blocks of ``Wo``."""
     N, H, W, C = x.shape
     top, bottom, left, right = padding
-    Wp = max(W + left + right, (_round_up(Wo, RB) - 1) * sw + (KW - 1) * dw + 1)
+    Wp = max(W + left + right, (_round_up(Wo, CNX_RB) - 1) * sw + (KW - 1) * dw + 1)
     xpad = np.zeros((N, H + top + bottom, Wp, C), dtype=x.dtype)
     _place(x, xpad, top, left, 1, 1, nt)
     return xpad
@@ -92,7 +97,7 @@ def conv2d_backward(dy, x, w, stride, padding, dilation):
 def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
-    Fp = _round_up(F, FB)
+    Fp = _round_up(F, _lanes(x.dtype))
     nt = get_num_threads()
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     bias = np.zeros(Fp, dtype=x.dtype)
@@ -113,7 +118,7 @@ def _backward_direct(dy, x, w, stride, padding, dilation):
     dtype = x.dtype
 
     # Weight and bias gradients: per-chunk partial sums, added in chunk order.
-    Fp = _round_up(F, FB)
+    Fp = _round_up(F, _lanes(x.dtype))
     xpad = _padded_input(x, padding, Wo, KW, sw, dw, nt)
     dyp = dy
     if Fp != F:
@@ -129,8 +134,8 @@ def _backward_direct(dy, x, w, stride, padding, dilation):
 
     # Input gradient: transposed convolution = direct convolution of the zero-interleaved,
     # padded output gradient with the flipped, channel-swapped kernel (stride 1).
-    Cp = _round_up(C, FB)
-    Wg = max(W + (KW - 1) * dw, _round_up(W, RB) + (KW - 1) * dw)
+    Cp = _round_up(C, _lanes(dtype))
+    Wg = max(W + (KW - 1) * dw, _round_up(W, CNX_RB) + (KW - 1) * dw)
     grad = np.zeros((N, H + (KH - 1) * dh, Wg, F), dtype=dtype)
     _place(dy, grad, (KH - 1) * dh - top, (KW - 1) * dw - left, sh, sw, nt)
     w_flipped = _pad_channels(np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)), Cp)

@@ -1,64 +1,64 @@
-# Convolution kernels, included by _conv2d.pyx (kept in one file so that SIMD build variants can
-# compile the same code with other target flags).
+# Convolution drivers, included by _conv2d.pyx: OpenMP loops over typed memoryviews (fused
+# float32/float64) that call the vector micro-kernels of _conv_simd.h, plus im2col/col2im for the
+# GEMM path. Kept in one file so that SIMD build variants can compile the same code with other
+# target flags.
 #
-# Layout conventions: activations (N, H, W, C), weights (KH, KW, C, F), everything C-contiguous.
-# "Direct" kernels read a zero-padded input and weights packed to (KH, KW, C, Fp) with Fp a
-# multiple of FB; a register block of RB output pixels x FB output channels is accumulated with
-# constant trip counts so that the compiler keeps it in vector registers. A kernel row's taps
-# (kw, c) are addressed through `toff`: toff[t] is the element offset of tap t = kw * C + c from
-# the window's first cell, padded with zeros to a multiple of RB.
+# Layout: activations (N, H, W, C), weights (KH, KW, C, F), everything C-contiguous. Direct
+# kernels read a zero-padded input and weights packed to (KH, KW, C, Fp), Fp a multiple of the
+# vector lanes. A kernel row's taps (kw, c) are addressed through `toff`: toff[t] is the element
+# offset of tap t = kw * C + c from a window's first cell, zero-padded to a multiple of CNX_RB.
 from cython cimport floating
 from cython.parallel cimport prange
+from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
-cdef enum:
-    FB = 8  # output channels per register block (vector lanes)
-    RB = 4  # output pixels (forward) or kernel taps (weight gradient) per register block
-
-
-cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
-    return a if a < b else b
+cdef extern from "_conv_simd.h" nogil:
+    enum:
+        CNX_RB  # register block: output pixels (forward) or kernel taps (weight gradient)
+        CNX_LANES_F  # float lanes per vector
+        CNX_LANES_D  # double lanes per vector
+    void cnx_direct_row_f(const float* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
+                          const Py_ssize_t* toff, ptrdiff_t ntaps, const float* w, ptrdiff_t Fp,
+                          const float* bias, float* y, ptrdiff_t Wo, ptrdiff_t F)
+    void cnx_direct_row_d(const double* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
+                          const Py_ssize_t* toff, ptrdiff_t ntaps, const double* w, ptrdiff_t Fp,
+                          const double* bias, double* y, ptrdiff_t Wo, ptrdiff_t F)
+    void cnx_weight_grad_f(const float* x, ptrdiff_t row_step, ptrdiff_t pix,
+                           const Py_ssize_t* toff, ptrdiff_t ntaps, const float* dy, ptrdiff_t Ho,
+                           ptrdiff_t Wo, ptrdiff_t Fp, float* dw)
+    void cnx_weight_grad_d(const double* x, ptrdiff_t row_step, ptrdiff_t pix,
+                           const Py_ssize_t* toff, ptrdiff_t ntaps, const double* dy,
+                           ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, double* dw)
 
 
 cdef inline void _direct_row(const floating* x, Py_ssize_t kh_step, Py_ssize_t KH,
-                             Py_ssize_t pix_step, const Py_ssize_t* toff, Py_ssize_t ntaps,
+                             Py_ssize_t pix, const Py_ssize_t* toff, Py_ssize_t ntaps,
                              const floating* w, Py_ssize_t Fp, const floating* bias,
                              floating* y, Py_ssize_t Wo, Py_ssize_t F) noexcept nogil:
-    """One output row ``y (Wo, F)``; ``x`` is its first window's first cell, kernel rows are
-    ``kh_step`` elements apart and neighbouring output pixels ``pix_step`` apart."""
-    cdef floating acc[RB * FB]
-    cdef const floating* xk
-    cdef const floating* wt
-    cdef floating a
-    cdef Py_ssize_t fb, f0, ob, ow0, kh, t, r, f
-    for fb in range(Fp // FB):
-        f0 = fb * FB
-        for ob in range((Wo + RB - 1) // RB):
-            ow0 = ob * RB
-            for r in range(RB):
-                for f in range(FB):
-                    acc[r * FB + f] = bias[f0 + f]
-            for kh in range(KH):
-                xk = x + kh * kh_step + ow0 * pix_step
-                wt = w + kh * ntaps * Fp + f0
-                for t in range(ntaps):
-                    for r in range(RB):
-                        a = xk[r * pix_step + toff[t]]
-                        for f in range(FB):
-                            acc[r * FB + f] += a * wt[f]
-                    wt += Fp
-            for r in range(_imin(RB, Wo - ow0)):
-                for f in range(_imin(FB, F - f0)):
-                    y[(ow0 + r) * F + f0 + f] = acc[r * FB + f]
+    if floating is float:
+        cnx_direct_row_f(x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo, F)
+    else:
+        cnx_direct_row_d(x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo, F)
+
+
+cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_ssize_t pix,
+                                     const Py_ssize_t* toff, Py_ssize_t ntaps,
+                                     const floating* dy, Py_ssize_t Ho, Py_ssize_t Wo,
+                                     Py_ssize_t Fp, floating* dw) noexcept nogil:
+    if floating is float:
+        cnx_weight_grad_f(x, row_step, pix, toff, ntaps, dy, Ho, Wo, Fp, dw)
+    else:
+        cnx_weight_grad_d(x, row_step, pix, toff, ntaps, dy, Ho, Wo, Fp, dw)
 
 
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
                  const floating[::1] bias, const Py_ssize_t[::1] toff,
                  floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
     """``y (N, Ho, Wo, F)`` = convolution of the padded input ``xpad (N, Hp, Wp, C)`` with
-    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)``; one task per output row."""
+    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)``; one task per output row. ``xpad`` must hold
+    whole register blocks of windows along each row."""
     cdef Py_ssize_t N = y.shape[0], Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3]
-    cdef Py_ssize_t Hp = xpad.shape[1], Wp = xpad.shape[2], C = xpad.shape[3]
+    cdef Py_ssize_t Wp = xpad.shape[2], C = xpad.shape[3]
     cdef Py_ssize_t KH = wpk.shape[0], ntaps = wpk.shape[1] * wpk.shape[2], Fp = wpk.shape[3]
     cdef Py_ssize_t item, n, oh
     if N == 0:
@@ -68,36 +68,6 @@ def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1]
         oh = item % Ho
         _direct_row(&xpad[n, oh * sh, 0, 0], dh * Wp * C, KH, sw * C, &toff[0], ntaps,
                     &wpk[0, 0, 0, 0], Fp, &bias[0], &y[n, oh, 0, 0], Wo, F)
-
-
-cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_ssize_t pix_step,
-                                     const Py_ssize_t* toff, Py_ssize_t ntaps,
-                                     const floating* dy, Py_ssize_t Ho, Py_ssize_t Wo,
-                                     Py_ssize_t Fp, floating* dw) noexcept nogil:
-    """``dw (ntaps, Fp) += sum_{oh, ow} x[window(oh, ow) + toff[t]] * dy[oh, ow, :]`` for one
-    sample and one kernel row; ``x`` is the first window's first cell."""
-    cdef floating acc[RB * FB]
-    cdef const floating* px
-    cdef const floating* dv
-    cdef floating a
-    cdef Py_ssize_t tb, t0, fb, f0, oh, ow, r, f
-    for tb in range((ntaps + RB - 1) // RB):
-        t0 = tb * RB
-        for fb in range(Fp // FB):
-            f0 = fb * FB
-            for r in range(RB * FB):
-                acc[r] = 0
-            for oh in range(Ho):
-                for ow in range(Wo):
-                    px = x + oh * row_step + ow * pix_step
-                    dv = dy + (oh * Wo + ow) * Fp + f0
-                    for r in range(RB):
-                        a = px[toff[t0 + r]]
-                        for f in range(FB):
-                            acc[r * FB + f] += a * dv[f]
-            for r in range(_imin(RB, ntaps - t0)):
-                for f in range(FB):
-                    dw[(t0 + r) * Fp + f0 + f] += acc[r * FB + f]
 
 
 cdef inline void _bias_grad_sample(const floating* dy, Py_ssize_t npix, Py_ssize_t Fp,

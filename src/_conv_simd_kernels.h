@@ -1,0 +1,101 @@
+/* Type-generic body of the direct-convolution micro-kernels; included by _conv_simd.h once per
+ * element type with CNX_T (float or double) and CNX_S (name suffix) defined. No include guard.
+ *
+ * Layout: channels-last, C-contiguous. A block of CNX_RB accumulators, each one vector of L
+ * output channels, is updated by outer products (broadcast scalar x vector). Kernel taps of one
+ * kernel row (kw, c) are addressed through `toff`: toff[t] is the element offset of tap
+ * t = kw * C + c from a window's first cell; its length is a multiple of CNX_RB.
+ */
+
+typedef CNX_T CNX_NAME(cnx_vec) __attribute__((vector_size(CNX_VBYTES)));
+#define CNX_V CNX_NAME(cnx_vec)
+#define CNX_L ((ptrdiff_t)(CNX_VBYTES / sizeof(CNX_T)))
+
+static inline CNX_V CNX_NAME(cnx_load)(const CNX_T* p)
+{
+    CNX_V v;
+    memcpy(&v, p, sizeof v); /* unaligned load */
+    return v;
+}
+
+/* Store the first `n` lanes of `v` at `p`. */
+static inline void CNX_NAME(cnx_store)(CNX_T* p, CNX_V v, ptrdiff_t n)
+{
+    if (n >= CNX_L) {
+        memcpy(p, &v, sizeof v);
+    } else {
+        CNX_T lanes[CNX_VBYTES / sizeof(CNX_T)];
+        memcpy(lanes, &v, sizeof v);
+        memcpy(p, lanes, (size_t)n * sizeof(CNX_T));
+    }
+}
+
+/* One output row of a direct convolution: y (Wo, F) = bias + sum over the kernel of x * w.
+ * x: first cell of the row's first window; kernel rows are kh_step elements apart, neighbouring
+ * output pixels pix elements apart. w: (KH, ntaps, Fp) with Fp a multiple of L; bias: (Fp,).
+ * Reads whole register blocks: x must hold ceil(Wo / CNX_RB) * CNX_RB windows. */
+static void CNX_NAME(cnx_direct_row)(const CNX_T* x, ptrdiff_t kh_step, ptrdiff_t KH,
+                                     ptrdiff_t pix, const ptrdiff_t* toff, ptrdiff_t ntaps,
+                                     const CNX_T* w, ptrdiff_t Fp, const CNX_T* bias, CNX_T* y,
+                                     ptrdiff_t Wo, ptrdiff_t F)
+{
+    for (ptrdiff_t f0 = 0; f0 < Fp; f0 += CNX_L) {
+        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB) {
+            CNX_V acc[CNX_RB];
+            const CNX_V b = CNX_NAME(cnx_load)(bias + f0);
+            for (int r = 0; r < CNX_RB; r++)
+                acc[r] = b;
+            for (ptrdiff_t kh = 0; kh < KH; kh++) {
+                const CNX_T* xk = x + kh * kh_step + ow0 * pix;
+                const CNX_T* wt = w + kh * ntaps * Fp + f0;
+                for (ptrdiff_t t = 0; t < ntaps; t++, wt += Fp) {
+                    const CNX_V wv = CNX_NAME(cnx_load)(wt);
+                    const CNX_T* xt = xk + toff[t];
+                    for (int r = 0; r < CNX_RB; r++)
+                        acc[r] += xt[r * pix] * wv;
+                }
+            }
+            const ptrdiff_t nr = Wo - ow0 < CNX_RB ? Wo - ow0 : CNX_RB;
+            for (ptrdiff_t r = 0; r < nr; r++)
+                CNX_NAME(cnx_store)(y + (ow0 + r) * F + f0, acc[r], F - f0);
+        }
+    }
+}
+
+/* Weight gradient of one sample and one kernel row: dw (ntaps, Fp) += sum over the output
+ * pixels (oh, ow) of x[window(oh, ow) + toff[t]] * dy[oh, ow, :]. x: first cell of the first
+ * window; output rows are row_step elements apart in x, pixels pix apart. dy: (Ho, Wo, Fp). */
+static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdiff_t pix,
+                                      const ptrdiff_t* toff, ptrdiff_t ntaps, const CNX_T* dy,
+                                      ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, CNX_T* dw)
+{
+    for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB) {
+        ptrdiff_t off[CNX_RB];
+        for (int r = 0; r < CNX_RB; r++)
+            off[r] = toff[t0 + r];
+        const ptrdiff_t nr = ntaps - t0 < CNX_RB ? ntaps - t0 : CNX_RB;
+        for (ptrdiff_t f0 = 0; f0 < Fp; f0 += CNX_L) {
+            CNX_V acc[CNX_RB];
+            for (int r = 0; r < CNX_RB; r++)
+                acc[r] = (CNX_V){0};
+            for (ptrdiff_t oh = 0; oh < Ho; oh++) {
+                const CNX_T* xr = x + oh * row_step;
+                const CNX_T* dr = dy + oh * Wo * Fp + f0;
+                for (ptrdiff_t ow = 0; ow < Wo; ow++) {
+                    const CNX_V d = CNX_NAME(cnx_load)(dr + ow * Fp);
+                    const CNX_T* px = xr + ow * pix;
+                    for (int r = 0; r < CNX_RB; r++)
+                        acc[r] += px[off[r]] * d;
+                }
+            }
+            for (ptrdiff_t r = 0; r < nr; r++) {
+                CNX_T* dst = dw + (t0 + r) * Fp + f0;
+                const CNX_V sum = CNX_NAME(cnx_load)(dst) + acc[r];
+                CNX_NAME(cnx_store)(dst, sum, CNX_L);
+            }
+        }
+    }
+}
+
+#undef CNX_V
+#undef CNX_L
