@@ -1,0 +1,173 @@
+"""Optimizers and schedules: update rules over several steps, state/config round trips, and
+loss falling on a tiny problem."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cnnext import Sequential, optimizers, schedules
+from cnnext import layers as L
+
+
+def reference_steps(kind: str, hp: dict, p: np.ndarray, grads: list) -> np.ndarray:
+    """The torch.optim algorithms as written in their documentation, one parameter, float64."""
+    p = p.copy()
+    lr, wd = hp.get("learning_rate"), hp.get("weight_decay", 0.0)
+    b = m = v = g_avg = None
+    for t, g in enumerate(grads, start=1):
+        lr_t = lr(t - 1) if callable(lr) else lr
+        if kind == "AdamW":
+            p = p * (1 - lr_t * wd)
+        elif wd:
+            g = g + wd * p
+        if kind == "SGD":
+            mu = hp.get("momentum", 0.0)
+            if mu:
+                b = g.copy() if b is None else mu * b + g
+                g = g + mu * b if hp.get("nesterov") else b
+            p = p - lr_t * g
+        elif kind in ("Adam", "AdamW"):
+            b1, b2, eps = hp.get("beta_1", 0.9), hp.get("beta_2", 0.999), hp.get("epsilon", 1e-8)
+            m = (1 - b1) * g if m is None else b1 * m + (1 - b1) * g
+            v = (1 - b2) * g * g if v is None else b2 * v + (1 - b2) * g * g
+            m_hat, v_hat = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            p = p - lr_t * m_hat / (np.sqrt(v_hat) + eps)
+        else:  # RMSprop
+            alpha, mu, eps = hp.get("rho", 0.9), hp.get("momentum", 0.0), hp.get("epsilon", 1e-8)
+            v = (1 - alpha) * g * g if v is None else alpha * v + (1 - alpha) * g * g
+            denom = v
+            if hp.get("centered"):
+                g_avg = (1 - alpha) * g if g_avg is None else alpha * g_avg + (1 - alpha) * g
+                denom = v - g_avg ** 2
+            if mu:
+                b = g / (np.sqrt(denom) + eps) if b is None else mu * b + g / (np.sqrt(denom) + eps)
+                p = p - lr_t * b
+            else:
+                p = p - lr_t * g / (np.sqrt(denom) + eps)
+    return p
+
+
+CASES = [
+    ("SGD", {"learning_rate": 0.1}),
+    ("SGD", {"learning_rate": 0.05, "momentum": 0.9}),
+    ("SGD", {"learning_rate": 0.05, "momentum": 0.8, "nesterov": True, "weight_decay": 0.01}),
+    ("Adam", {"learning_rate": 0.01}),
+    ("Adam", {"learning_rate": 0.02, "beta_1": 0.8, "beta_2": 0.99, "epsilon": 1e-6,
+              "weight_decay": 0.1}),
+    ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.1}),
+    ("RMSprop", {"learning_rate": 0.01}),
+    ("RMSprop", {"learning_rate": 0.01, "rho": 0.95, "momentum": 0.5, "centered": True,
+                 "weight_decay": 0.05}),
+    ("Adam", {"learning_rate": schedules.ExponentialDecay(0.05, decay_steps=2, decay_rate=0.5)}),
+    ("SGD", {"learning_rate": schedules.CosineDecay(0.1, decay_steps=4), "momentum": 0.9}),
+]
+
+
+@pytest.mark.parametrize("kind, hp", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_update_rule_matches_reference(kind, hp):
+    rng = np.random.default_rng(0)
+    p0 = rng.standard_normal((3, 4))
+    grads = [rng.standard_normal((3, 4)) for _ in range(6)]
+    opt = getattr(optimizers, kind)(**hp)
+    p = p0.copy()
+    for g in grads:
+        opt.apply([("w", p, g)])
+    np.testing.assert_allclose(p, reference_steps(kind, hp, p0, grads), rtol=1e-12, atol=1e-14)
+    assert opt.iterations == 6
+
+
+@pytest.mark.parametrize("kind, hp", CASES[:8],
+                         ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES[:8])])
+def test_state_and_config_round_trip_continue_identically(kind, hp):
+    rng = np.random.default_rng(1)
+    grads = [rng.standard_normal(5) for _ in range(6)]
+    a = getattr(optimizers, kind)(**hp)
+    pa = rng.standard_normal(5)
+    for g in grads[:3]:
+        a.apply([("w", pa, g)])
+    b = optimizers.get(json.loads(json.dumps(optimizers.serialize(a))))
+    b.set_state(a.get_state())
+    pb = pa.copy()
+    for g in grads[3:]:
+        a.apply([("w", pa, g)])
+        b.apply([("w", pb, g)])
+    np.testing.assert_array_equal(pa, pb)
+    assert b.get_config() == a.get_config()
+    state = a.get_state()
+    assert int(state["iterations"]) == 6 and all(k == "iterations" or ":" in k for k in state)
+
+
+def test_schedule_serialises_inside_optimizer_config():
+    opt = optimizers.SGD(schedules.StepDecay(0.1, step_size=2, gamma=0.5), momentum=0.5)
+    clone = optimizers.get(json.loads(json.dumps(optimizers.serialize(opt))))
+    assert isinstance(clone.learning_rate, schedules.StepDecay)
+    assert [clone.learning_rate(s) for s in range(5)] == [0.1, 0.1, 0.05, 0.05, 0.025]
+
+
+def test_schedules_values():
+    exp = schedules.ExponentialDecay(1.0, decay_steps=10, decay_rate=0.5)
+    assert exp(0) == 1.0 and exp(10) == 0.5 and exp(5) == pytest.approx(math.sqrt(0.5))
+    stair = schedules.ExponentialDecay(1.0, decay_steps=10, decay_rate=0.5, staircase=True)
+    assert stair(9) == 1.0 and stair(25) == 0.25
+    cos = schedules.CosineDecay(1.0, decay_steps=10, alpha=0.1)
+    assert cos(0) == 1.0 and cos(5) == pytest.approx(0.55)
+    assert cos(10) == cos(50) == pytest.approx(0.1)
+    step = schedules.StepDecay(0.5, step_size=3)
+    assert step(2) == 0.5 and step(3) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="decay_steps"):
+        schedules.CosineDecay(1.0, decay_steps=0)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        schedules.deserialize({"class_name": "OneCycle"})
+
+
+def test_schedule_drives_the_learning_rate_per_update():
+    opt = optimizers.SGD(schedules.StepDecay(1.0, step_size=1, gamma=0.5))
+    p = np.zeros(1)
+    for _ in range(3):
+        opt.apply([("w", p, np.ones(1))])
+    np.testing.assert_allclose(p, [-(1.0 + 0.5 + 0.25)])
+    assert opt.current_learning_rate() == 0.125
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop"])
+def test_loss_falls_on_a_tiny_problem(name):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 4)).astype(np.float32)
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) > 0).astype(int)
+    model = Sequential([L.Dense(8, activation="relu", input_shape=(4,)),
+                        L.Dense(2, activation="softmax")], seed=0, backend="numpy")
+    model.compile(name, "sparse_categorical_crossentropy", ["accuracy"])
+    before = model.evaluate(x, y)
+    history = model.fit(x, y, epochs=15, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
+    assert model.evaluate(x, y)[0] < before[0]
+
+
+def test_optimizer_argument_errors():
+    with pytest.raises(ValueError, match="learning_rate"):
+        optimizers.SGD(learning_rate=0)
+    with pytest.raises(ValueError, match="nesterov"):
+        optimizers.SGD(nesterov=True)
+    with pytest.raises(ValueError, match="beta_1"):
+        optimizers.Adam(beta_1=1.0)
+    with pytest.raises(ValueError, match="unknown optimizer 'lbfgs'"):
+        optimizers.get("lbfgs")
+    with pytest.raises(ValueError, match="iterations"):
+        optimizers.Adam().set_state({})
+    opt = optimizers.Adam()
+    opt.set_state({"iterations": np.array(1), "m:w": np.zeros(2), "v:w": np.zeros(2)})
+    with pytest.raises(ValueError, match="shape"):
+        opt.apply([("w", np.zeros(3), np.zeros(3))])
+
+
+def test_optimizer_keeps_float32():
+    for name in ("sgd", "adam", "adamw", "rmsprop"):
+        opt = optimizers.get(name)
+        opt.learning_rate = schedules.CosineDecay(0.1, 10)
+        p = np.ones(4, dtype=np.float32)
+        opt.apply([("w", p, np.full(4, 0.5, dtype=np.float32))])
+        assert p.dtype == np.float32
+        assert all(v.dtype == np.float32 for k, v in opt.get_state().items() if k != "iterations")
