@@ -94,14 +94,13 @@ def set_threads(n: int, libraries: tuple[str, ...] = ("cnnext", "torch")) -> Non
     threadpool_limits(limits=n)  # kept for the whole process: the benchmarks run under it
 
 
-def gemm_ceiling(quick: bool = False) -> dict[str, Any]:
+def gemm_ceiling() -> dict[str, Any]:
     """float32 GEMM speed of numpy's BLAS (``GEMM_SIZE``^3 matmul, median) in GFLOP/s."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
     b = rng.standard_normal((GEMM_SIZE, GEMM_SIZE), dtype=np.float32)
     out = np.empty_like(a)
-    timing: Timing = measure(lambda: np.matmul(a, b, out=out), min_repeats=5 if quick else 15,
-                             budget_s=0.5 if quick else 2.0)
+    timing: Timing = measure(lambda: np.matmul(a, b, out=out), min_repeats=15, budget_s=2.0)
     flops = 2.0 * GEMM_SIZE**3
     return {"size": GEMM_SIZE, "timing": timing.to_dict(), "gflops": flops / timing.median / 1e9,
             "gflops_best": flops / timing.min / 1e9}

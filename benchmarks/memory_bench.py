@@ -6,9 +6,11 @@ import tracemalloc
 from typing import Any
 
 from model_bench import LENET5, batches, load_training_data, make_runner, train_epoch
+from timing import is_quick
 
 LARGE_BYTES = 1 << 20  # a "large" buffer: 1 MiB or more
 REUSE_STEPS = 6
+QUICK_EPOCH_STEPS = 10
 
 
 def _status_kib(field: str) -> int:
@@ -26,10 +28,11 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
-def epoch_peak_memory(library: str, quick: bool) -> dict[str, Any]:
-    """Train LeNet-5 for one epoch (batch 128) and report how far the RSS rose above its level
-    just before the epoch, with data loaded, batches converted and the network built."""
-    x, y, source = load_training_data(limit=LENET5.train_batch * 20 if quick else None)
+def epoch_peak_memory(library: str) -> dict[str, Any]:
+    """Train LeNet-5 for one epoch (batch 128; QUICK_EPOCH_STEPS steps in quick mode) and report
+    how far the RSS rose above its level just before the epoch, with data loaded, batches
+    converted and the network built."""
+    x, y, source = load_training_data(limit=LENET5.train_batch * QUICK_EPOCH_STEPS if is_quick() else None)
     runner = make_runner(library, LENET5)
     prepared = batches(runner, x, y, LENET5.train_batch)
     del x, y

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from timing import measure
+from timing import is_quick, measure
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 INFERENCE_BATCH = 256
@@ -81,19 +81,18 @@ def _rate(seconds_per_step: dict[str, Any], batch: int) -> dict[str, Any]:
             "images_per_s": batch / seconds_per_step["median"]}
 
 
-def train_throughput(runner: Runner, x: np.ndarray, y: np.ndarray, batch: int, quick: bool) -> dict:
+def train_throughput(runner: Runner, x: np.ndarray, y: np.ndarray, batch: int) -> dict:
     """Training images/s: median time of one step over cycled batches."""
     feed = itertools.cycle(batches(runner, x, y, batch, CYCLE_BATCHES))
-    timing = measure(lambda: runner.train_step(*next(feed)), warmup=5,
-                     min_repeats=10 if quick else 30, budget_s=0.5 if quick else 3.0)
+    timing = measure(lambda: runner.train_step(*next(feed)), warmup=5, min_repeats=30, budget_s=3.0)
     return _rate(timing.to_dict(), batch)
 
 
-def inference_throughput(runner: Runner, x: np.ndarray, y: np.ndarray, quick: bool) -> dict:
+def inference_throughput(runner: Runner, x: np.ndarray, y: np.ndarray) -> dict:
     """Inference images/s at INFERENCE_BATCH (no gradients, dropout off)."""
     feed = itertools.cycle(batches(runner, x, y, INFERENCE_BATCH, CYCLE_BATCHES))
     timing = measure(lambda: runner.predict(next(feed)[0]), warmup=3,
-                     min_repeats=10 if quick else 30, budget_s=0.5 if quick else 2.0)
+                     min_repeats=30, budget_s=2.0)
     return _rate(timing.to_dict(), INFERENCE_BATCH)
 
 
@@ -107,17 +106,18 @@ def train_epoch(runner: Runner, prepared: list) -> dict[str, float]:
     return {"seconds": seconds, "images": images, "images_per_s": images / seconds}
 
 
-def run_models(quick: bool) -> dict[str, Any]:
-    """Training and inference throughput of every network in NETS, for both libraries."""
+def run_models() -> dict[str, Any]:
+    """Training and inference throughput of every network in NETS (LeNet-5 only in quick mode),
+    for both libraries."""
     x, y, source = load_training_data(limit=INFERENCE_BATCH * CYCLE_BATCHES)
     results: dict[str, Any] = {"data": source, "nets": []}
-    for spec in NETS:
+    for spec in (LENET5,) if is_quick() else NETS:
         entry: dict[str, Any] = {"net": spec.name, "train_batch": spec.train_batch,
                                  "optimizer": spec.optimizer}
         for library in ("cnnext", "torch"):
             runner = make_runner(library, spec)
-            entry[library] = {"train": train_throughput(runner, x, y, spec.train_batch, quick),
-                              "inference": inference_throughput(runner, x, y, quick)}
+            entry[library] = {"train": train_throughput(runner, x, y, spec.train_batch),
+                              "inference": inference_throughput(runner, x, y)}
         for mode in ("train", "inference"):
             entry[f"{mode}_speed_vs_torch"] = (entry["cnnext"][mode]["images_per_s"]
                                                / entry["torch"][mode]["images_per_s"])

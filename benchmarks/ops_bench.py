@@ -15,7 +15,7 @@ import numpy as np
 
 import cnnext
 from cnnext import ops
-from timing import measure, time_once
+from timing import is_quick, measure, time_once
 
 BYTES = 4  # float32
 TWIN_LIMIT_S = 2.0  # seconds: the NumPy twin is skipped where one call takes longer
@@ -158,12 +158,12 @@ def torch_calls(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
     return forward, forward_backward
 
 
-def _entry(fn: Callable[[], Any], work: float, quick: bool) -> dict[str, Any]:
-    timing = measure(fn, min_repeats=5 if quick else 9, budget_s=0.3 if quick else 1.5)
+def _entry(fn: Callable[[], Any], work: float) -> dict[str, Any]:
+    timing = measure(fn, min_repeats=9, budget_s=1.5)
     return {"timing": timing.to_dict(), "ms": timing.median * 1e3, "rate": work / timing.median / 1e9}
 
 
-def _twin_entries(case: Case, works: tuple[float, float], quick: bool) -> dict[str, Any]:
+def _twin_entries(case: Case, works: tuple[float, float]) -> dict[str, Any]:
     """NumPy-twin timings; a direction whose first call takes over TWIN_LIMIT_S is skipped (and
     forward+backward with it when the forward alone is that slow)."""
     entries: dict[str, Any] = {}
@@ -175,17 +175,17 @@ def _twin_entries(case: Case, works: tuple[float, float], quick: bool) -> dict[s
                 entries["fwd+bwd"] = {"skipped": "slow (the forward alone is over the limit)"}
                 break
         else:
-            entries[direction] = _entry(fn, work, quick)
+            entries[direction] = _entry(fn, work)
     return entries
 
 
-def bench_case(case: Case, gemm_gflops: float, quick: bool) -> dict[str, Any]:
+def bench_case(case: Case, gemm_gflops: float) -> dict[str, Any]:
     """Timings of one case for the three implementations, in both directions."""
     works = case.work()
     results: dict[str, Any] = {}
     for name, calls in (("cnnext", cnnext_calls(case, "cython")), ("torch", torch_calls(case))):
-        results[name] = {d: _entry(fn, w, quick) for d, fn, w in zip(("fwd", "fwd+bwd"), calls, works)}
-    results["numpy_twin"] = _twin_entries(case, works, quick)
+        results[name] = {d: _entry(fn, w) for d, fn, w in zip(("fwd", "fwd+bwd"), calls, works)}
+    results["numpy_twin"] = _twin_entries(case, works)
     for direction in ("fwd", "fwd+bwd"):
         ours, theirs = results["cnnext"][direction], results["torch"][direction]
         ours["speed_vs_torch"] = theirs["ms"] / ours["ms"]
@@ -198,9 +198,9 @@ def bench_case(case: Case, gemm_gflops: float, quick: bool) -> dict[str, Any]:
             "work": {"fwd": works[0], "fwd+bwd": works[1]}, "results": results}
 
 
-def run_ops(gemm_gflops: float, quick: bool) -> list[dict[str, Any]]:
-    """Every per-op case (a reduced set with ``quick``)."""
-    cases = QUICK_CASES if quick else CONV_CASES + POOL_CASES
+def run_ops(gemm_gflops: float) -> list[dict[str, Any]]:
+    """Every per-op case (a reduced set in quick mode)."""
+    cases = QUICK_CASES if is_quick() else CONV_CASES + POOL_CASES
     if "cython" not in cnnext.available_backends():
         raise RuntimeError("cnnext's compiled kernels are not built: python setup.py build_ext --inplace")
-    return [bench_case(case, gemm_gflops, quick) for case in cases]
+    return [bench_case(case, gemm_gflops) for case in cases]

@@ -47,7 +47,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _header(results: dict[str, Any]) -> list[str]:
     env, gemm = results["environment"], results["gemm"]
     cpu, versions = env["cpu"], env["versions"]
-    pools = "; ".join(f"{p['internal_api']} {p['version']} ({p['library']}, {p['num_threads']} threads"
+    pools = "; ".join(f"{p['internal_api']} {p['version'] or ''} ({p['library']}, {p['num_threads']} threads"
                       + (f", {p['architecture']}" if p.get("architecture") else "") + ")"
                       for p in versions["threadpools"])
     load = ", ".join(f"{v:.2f}" for v in env["load_average"]) if env["load_average"] else "n/a"
@@ -149,11 +149,13 @@ def chart_png(results: dict[str, Any]) -> bytes:
     labels = [op["case"] for op in results["ops"]]
     for i, d in enumerate(DIRECTIONS):
         ratios = [op["results"]["cnnext"][d]["speed_vs_torch"] for op in results["ops"]]
-        ax_ops.barh([j + 0.4 * i for j in range(len(labels))], ratios, height=0.4, label=d)
+        bars = ax_ops.barh([j + 0.4 * i for j in range(len(labels))], ratios, height=0.4, label=d)
+        ax_ops.bar_label(bars, [f"{r:.2g}x" for r in ratios], fontsize=7, padding=2)
     ax_ops.set_yticks([j + 0.2 for j in range(len(labels))], labels, fontsize=8)
     ax_ops.invert_yaxis()
+    ax_ops.set_xscale("log")
     ax_ops.axvline(1.0, color="black", linewidth=1)
-    ax_ops.set_xlabel("cnnext speed / PyTorch speed (higher is better)")
+    ax_ops.set_xlabel("cnnext speed / PyTorch speed (log scale; right of 1 = cnnext faster)")
     ax_ops.set_title(f"Per op, {results['environment']['threads']} threads")
     ax_ops.legend()
     points = results["scaling"]["points"]

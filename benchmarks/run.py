@@ -22,21 +22,22 @@ from model_bench import run_models  # noqa: E402
 from ops_bench import LARGE_CONV, run_ops  # noqa: E402
 from report import write_report  # noqa: E402
 from scaling import thread_counts  # noqa: E402
+from timing import is_quick, set_quick  # noqa: E402
 from worker import spawn  # noqa: E402
 
 LIBRARIES = ("cnnext", "torch")
 
 
-def run_scaling(quick: bool) -> dict[str, Any]:
+def run_scaling() -> dict[str, Any]:
     counts = thread_counts()
-    if quick:
+    if is_quick():
         counts = sorted({1, counts[-1]})
-    points = [{"threads": n, **{lib: spawn("scaling", lib, n, quick) for lib in LIBRARIES}} for n in counts]
+    points = [{"threads": n, **{lib: spawn("scaling", lib, n) for lib in LIBRARIES}} for n in counts]
     return {"conv_case": LARGE_CONV.label, "points": points}
 
 
-def run_memory(threads: int, quick: bool) -> dict[str, Any]:
-    return {"runs": [spawn("memory", lib, threads, quick) for lib in LIBRARIES]}
+def run_memory(threads: int) -> dict[str, Any]:
+    return {"runs": [spawn("memory", lib, threads) for lib in LIBRARIES]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -51,12 +52,13 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--threads must be >= 1, got {args.threads}")
 
     set_threads(args.threads)
+    set_quick(args.quick)
     results: dict[str, Any] = {"quick": args.quick, "environment": environment(args.threads)}
-    steps = (("gemm", lambda: gemm_ceiling(args.quick)),
-             ("ops", lambda: run_ops(results["gemm"]["gflops"], args.quick)),
-             ("models", lambda: run_models(args.quick)),
-             ("scaling", lambda: run_scaling(args.quick)),
-             ("memory", lambda: run_memory(args.threads, args.quick)),
+    steps = (("gemm", gemm_ceiling),
+             ("ops", lambda: run_ops(results["gemm"]["gflops"])),
+             ("models", run_models),
+             ("scaling", run_scaling),
+             ("memory", lambda: run_memory(args.threads)),
              ("workspace", workspace_reuse))
     for name, step in steps:
         start = time.perf_counter()

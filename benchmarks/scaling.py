@@ -19,12 +19,12 @@ def thread_counts(cores: int | None = None) -> list[int]:
     return counts + [cores]
 
 
-def scaling_point(library: str, quick: bool) -> dict[str, Any]:
+def scaling_point(library: str) -> dict[str, Any]:
     """GFLOP/s of LARGE_CONV fwd+bwd and LeNet-5 training images/s with the current threads."""
     _, forward_backward = cnnext_calls(LARGE_CONV, "cython") if library == "cnnext" else torch_calls(LARGE_CONV)
-    timing = measure(forward_backward, min_repeats=3 if quick else 7, budget_s=0.5 if quick else 2.0)
+    timing = measure(forward_backward, min_repeats=7, budget_s=2.0)
     x, y, _ = load_training_data(limit=LENET5.train_batch * 32)
-    lenet = train_throughput(make_runner(library, LENET5), x, y, LENET5.train_batch, quick)
+    lenet = train_throughput(make_runner(library, LENET5), x, y, LENET5.train_batch)
     return {"conv_timing": timing.to_dict(), "conv_ms": timing.median * 1e3,
             "conv_gflops": LARGE_CONV.work()[1] / timing.median / 1e9,
             "lenet5_images_per_s": lenet["images_per_s"]}

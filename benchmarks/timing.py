@@ -1,7 +1,8 @@
 """The one timing helper every benchmark uses: warm up, repeat, report robust statistics.
 
 These machines are shared and noisy, so a figure is the median of many single-call timings, with
-the interquartile range (q1..q3) and the minimum beside it.
+the interquartile range (q1..q3) and the minimum beside it. Quick mode (smoke tests) divides every
+time budget by QUICK_FACTOR and caps the repeat counts, everywhere at once.
 """
 from __future__ import annotations
 
@@ -10,6 +11,19 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+QUICK_FACTOR = 5
+_quick = False
+
+
+def set_quick(enabled: bool) -> None:
+    """Switch every later :func:`measure` to the reduced quick-mode effort."""
+    global _quick
+    _quick = bool(enabled)
+
+
+def is_quick() -> bool:
+    return _quick
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,8 @@ def measure(
     The number of timed calls is chosen so that they take about ``budget_s`` in total, clamped to
     ``[min_repeats, max_repeats]``; the first warm-up call's duration gives the estimate.
     """
+    if _quick:
+        warmup, min_repeats, budget_s = 1, min(min_repeats, 3), budget_s / QUICK_FACTOR
     first = time_once(fn)
     for _ in range(warmup - 1):
         fn()

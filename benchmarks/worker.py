@@ -18,15 +18,17 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # benchmark this c
 from machine import set_threads  # noqa: E402
 from memory_bench import epoch_peak_memory  # noqa: E402
 from scaling import scaling_point  # noqa: E402
+from timing import is_quick, set_quick  # noqa: E402
 
 TASKS = {"scaling": scaling_point, "memory": epoch_peak_memory}
 
 
-def spawn(task: str, library: str, threads: int, quick: bool, timeout_s: float = 900) -> dict[str, Any]:
-    """Run ``task`` for ``library`` with ``threads`` threads in a new interpreter; its JSON result."""
+def spawn(task: str, library: str, threads: int, timeout_s: float = 900) -> dict[str, Any]:
+    """Run ``task`` for ``library`` with ``threads`` threads (and this process's quick mode) in a
+    new interpreter; its JSON result."""
     cmd = [sys.executable, __file__, task, "--library", library, "--threads", str(threads)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    proc = subprocess.run(cmd + (["--quick"] if quick else []), env=env, capture_output=True,
+    proc = subprocess.run(cmd + (["--quick"] if is_quick() else []), env=env, capture_output=True,
                           text=True, timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     set_threads(args.threads, (args.library,))
-    print(json.dumps(TASKS[args.task](args.library, args.quick)))
+    set_quick(args.quick)
+    print(json.dumps(TASKS[args.task](args.library)))
 
 
 if __name__ == "__main__":
