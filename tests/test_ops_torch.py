@@ -62,7 +62,8 @@ def test_conv2d_matches_torch(backend_name, dtype, case, kernel):
     dx, dw, db = ops.conv2d_backward(dy, x, w, **case, backend=backend_name)
 
     stride, dilation = to_pair(case["stride"], "stride"), to_pair(case["dilation"], "dilation")
-    top, bottom, left, right = resolve_padding(case["padding"], x.shape[1:3], kernel, stride, dilation)
+    pad = resolve_padding(case["padding"], x.shape[1:3], kernel, stride, dilation)
+    top, bottom, left, right = pad
     xt, wt = to_torch(x), to_torch(w, axes=(3, 2, 0, 1))
     bt = torch.tensor(b, requires_grad=True)
     yt = F.conv2d(F.pad(xt, (left, right, top, bottom)), wt, bt, stride=stride, dilation=dilation)

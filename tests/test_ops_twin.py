@@ -69,7 +69,11 @@ def conv_cases(draw):
     pad4 = resolve_padding(padding, hw, kernel, stride, dilation)
     p_h, p_w = padded_hw(hw, pad4)
     assume(p_h >= span[0] and p_w >= span[1])
-    n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    n = draw(st.integers(1, 3))
+    if draw(st.booleans()):  # few channels: the direct kernel, one or two filter blocks
+        c, f = draw(st.integers(1, 4)), draw(st.integers(1, 10))
+    else:  # many channels: also the im2col + GEMM path (KH*KW*C >= 64 and F >= 32)
+        c, f = draw(st.integers(8, 20)), draw(st.integers(30, 40))
     return {
         "x_shape": (n, *hw, c),
         "w_shape": (*kernel, c, f),
@@ -171,7 +175,9 @@ def test_pool2d_forward_and_backward_match_numpy(
     layout=LAYOUTS,
     seed=SEEDS,
 )
-def test_upsample2d_forward_and_backward_match_numpy(compiled_backend, shape, scale, dtype, layout, seed):
+def test_upsample2d_forward_and_backward_match_numpy(
+    compiled_backend, shape, scale, dtype, layout, seed
+):
     rng = np.random.default_rng(seed)
     x = with_layout(random_values(rng, shape, dtype), layout)
     got = ops.upsample2d(x, scale, backend=compiled_backend)
@@ -197,3 +203,18 @@ def test_pool_ties_and_nans_route_to_the_first_cell_on_both_backends(backend_nam
                              backend=backend_name)
     expected_dx = np.array([[2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]]).reshape(1, 2, 4, 1)
     np.testing.assert_array_equal(dx, expected_dx)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_large_layer_matches_numpy(compiled_backend, dtype):
+    """Big enough that a compiled im2col buffer holds one sample at a time."""
+    rng = np.random.default_rng(8)
+    x = random_values(rng, (3, 64, 64, 64), dtype)
+    w = random_values(rng, (3, 3, 64, 32), dtype)
+    b = random_values(rng, (32,), dtype)
+    y = ops.conv2d(x, w, b, padding=1, backend=compiled_backend)
+    assert_twins_close(y, ops.conv2d(x, w, b, padding=1, backend="numpy"), terms=3 * 3 * 64)
+    got = ops.conv2d_backward(y, x, w, padding=1, backend=compiled_backend)
+    want = ops.conv2d_backward(y, x, w, padding=1, backend="numpy")
+    for g, wnt, terms in zip(got, want, [3 * 3 * 32, 3 * 64 * 64, 3 * 64 * 64]):
+        assert_twins_close(g, wnt, terms=terms)
