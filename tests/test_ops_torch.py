@@ -75,6 +75,18 @@ def test_conv2d_matches_torch(backend_name, dtype, case, kernel):
     assert_close(db, bt.grad.numpy(), dtype)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same'")  # torch pads a copy itself
+@pytest.mark.parametrize("kernel, dilation", [((2, 4), (1, 1)), ((3, 2), (2, 3))])
+def test_same_padding_splits_like_torch(backend_name, kernel, dilation):
+    """PyTorch's own padding="same" (stride 1) also puts the odd cell at the bottom/right."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 7, 8, 2))
+    w = rng.standard_normal((*kernel, 2, 3))
+    y = ops.conv2d(x, w, padding="same", dilation=dilation, backend=backend_name)
+    yt = F.conv2d(to_torch(x), to_torch(w, axes=(3, 2, 0, 1)), padding="same", dilation=dilation)
+    assert_close(y, from_torch(yt), np.float64)
+
+
 POOL_CASES = [
     {"size": 2, "stride": None, "padding": 0},
     {"size": 3, "stride": 2, "padding": 1},

@@ -216,11 +216,14 @@ def layouts(a: np.ndarray) -> dict[str, np.ndarray]:
         "strided": wide[..., ::2],
         "reversed": np.ascontiguousarray(a[:, ::-1])[:, ::-1],
         "read_only": read_only,
+        "big_endian": a.astype(">f8"),
         "list": a.tolist(),
     }
 
 
-@pytest.mark.parametrize("layout", ["fortran", "strided", "reversed", "read_only", "list"])
+@pytest.mark.parametrize(
+    "layout", ["fortran", "strided", "reversed", "read_only", "big_endian", "list"]
+)
 def test_any_memory_layout_gives_the_same_results(backend_name, layout):
     x, w = layouts(X)[layout], layouts(W)[layout]
     conv = {"stride": 2, "padding": "same"}
