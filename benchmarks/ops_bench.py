@@ -18,6 +18,7 @@ from cnnext import ops
 from timing import is_quick, measure, time_once
 
 BYTES = 4  # float32
+DIRECTIONS = ("fwd", "fwd+bwd")
 TWIN_LIMIT_S = 2.0  # seconds: the NumPy twin is skipped where one call takes longer
 
 
@@ -167,7 +168,7 @@ def _twin_entries(case: Case, works: tuple[float, float]) -> dict[str, Any]:
     """NumPy-twin timings; a direction whose first call takes over TWIN_LIMIT_S is skipped (and
     forward+backward with it when the forward alone is that slow)."""
     entries: dict[str, Any] = {}
-    for direction, fn, work in zip(("fwd", "fwd+bwd"), cnnext_calls(case, "numpy"), works):
+    for direction, fn, work in zip(DIRECTIONS, cnnext_calls(case, "numpy"), works):
         probe = time_once(fn)
         if probe > TWIN_LIMIT_S:
             entries[direction] = {"skipped": f"slow (first call {probe:.1f} s)"}
@@ -184,9 +185,9 @@ def bench_case(case: Case, gemm_gflops: float) -> dict[str, Any]:
     works = case.work()
     results: dict[str, Any] = {}
     for name, calls in (("cnnext", cnnext_calls(case, "cython")), ("torch", torch_calls(case))):
-        results[name] = {d: _entry(fn, w) for d, fn, w in zip(("fwd", "fwd+bwd"), calls, works)}
+        results[name] = {d: _entry(fn, w) for d, fn, w in zip(DIRECTIONS, calls, works)}
     results["numpy_twin"] = _twin_entries(case, works)
-    for direction in ("fwd", "fwd+bwd"):
+    for direction in DIRECTIONS:
         ours, theirs = results["cnnext"][direction], results["torch"][direction]
         ours["speed_vs_torch"] = theirs["ms"] / ours["ms"]
         if isinstance(case, ConvCase):
@@ -195,7 +196,7 @@ def bench_case(case: Case, gemm_gflops: float) -> dict[str, Any]:
                     entry["pct_gemm"] = 100.0 * entry["rate"] / gemm_gflops
     return {"case": case.label, "kind": "conv" if isinstance(case, ConvCase) else "pool",
             "unit": "GFLOP/s" if isinstance(case, ConvCase) else "GB/s",
-            "work": {"fwd": works[0], "fwd+bwd": works[1]}, "results": results}
+            "work": dict(zip(DIRECTIONS, works)), "results": results}
 
 
 def run_ops(gemm_gflops: float) -> list[dict[str, Any]]:

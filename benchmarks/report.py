@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-DIRECTIONS = ("fwd", "fwd+bwd")
+from ops_bench import DIRECTIONS
 
 
 def write_atomic(path: Path, data: bytes) -> None:
