@@ -25,8 +25,6 @@ shapes and values.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 from . import backend as _backend
@@ -44,7 +42,6 @@ from .shapes import (
 
 POOL_MODES = ("max", "min", "avg")
 _LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, Ho, Wo, channels)"}
-_ArrayOrNone = Optional[np.ndarray]
 
 
 # --- argument checks ----------------------------------------------------------------------------
@@ -75,7 +72,7 @@ def _nonempty(op: str, name: str, shape: tuple, first: int) -> None:
         raise ValueError(f"{op}: {name}.shape={shape} has an empty dimension{batch}")
 
 
-def _contiguous(*arrays: _ArrayOrNone) -> list:
+def _contiguous(*arrays: np.ndarray | None) -> list[np.ndarray | None]:
     """C-contiguous copies (only where needed) in the widest float dtype among ``arrays``."""
     dtype = np.float64 if any(a is not None and a.dtype.char == "d" for a in arrays) else np.float32
     return [None if a is None else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
