@@ -55,7 +55,8 @@ class CallbackList:
 
 
 class History(Callback):
-    """Records epoch logs: ``history["loss"][i]`` is the mean training loss of epoch ``epoch[i]``."""
+    """Records epoch logs: ``history["loss"][i]`` is the mean training loss of epoch
+    ``epoch[i]``."""
 
     def __init__(self) -> None:
         super().__init__()

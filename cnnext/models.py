@@ -8,11 +8,6 @@ Non-finite inputs raise ValueError. Labels are integer class ids or one-hot rows
 """
 from __future__ import annotations
 
-import math
-import signal
-import sys
-import threading
-import time
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -21,33 +16,11 @@ from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from .backend import resolve
-from .callbacks import Callback, CallbackList, History
+from .callbacks import Callback, History
 from .layers import ActivatedLayer, Layer, get_layer_class
-from .progress import ProgressBar, epoch_line
+from .training import DeferInterrupt, run_epochs, split_validation
 
 DTYPES = ("float32", "float64")
-
-
-class _DeferInterrupt:
-    """Hold back Ctrl-C (SIGINT) while the block runs and deliver it afterwards, so an optimizer
-    step is applied to every parameter or to none. A no-op outside the main thread."""
-
-    def __enter__(self) -> "_DeferInterrupt":
-        self.received: list = []
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, lambda *args: self.received.append(args))
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.previous is None:
-            return
-        signal.signal(signal.SIGINT, self.previous)
-        if self.received:
-            if callable(self.previous):
-                self.previous(*self.received[0])
-            elif self.previous != signal.SIG_IGN:
-                raise KeyboardInterrupt
 
 
 class Sequential:
@@ -340,7 +313,7 @@ class Sequential:
         triples = [(f"{layer.name}.{key}", param, layer.grads[key])
                    for layer in self.layers if layer.trainable
                    for key, param in layer.params.items()]
-        with _DeferInterrupt():
+        with DeferInterrupt():
             self.optimizer.apply(triples)
         return loss, out
 
@@ -427,73 +400,7 @@ class Sequential:
                 raise ValueError("validation_data must be a pair (x_val, y_val)")
             val = self._prepare_xy(*validation_data)
         elif validation_split:
-            if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"validation_split must be in (0, 1); received "
-                                 f"{validation_split!r}")
-            split = int(len(x) * (1.0 - validation_split))
-            if split < 1 or split == len(x):
-                raise ValueError(f"validation_split={validation_split} leaves no training or no "
-                                 f"validation samples out of {len(x)}")
-            x, t, val = x[:split], t[:split], (x[split:], t[split:])
+            x, t, val = split_validation(x, t, validation_split)
         rng = self._shuffle_rng if seed is None else np.random.default_rng(seed)
-        steps = math.ceil(len(x) / batch_size)
-        history = History()
-        cbs = CallbackList([history, *(callbacks or ())], self, {
-            "epochs": int(epochs), "steps": steps, "batch_size": batch_size,
-            "samples": len(x), "verbose": verbose})
-        mode = self._loss_mode()
-        self.stop_training = False
-        self.history = history
-        cbs.call("on_train_begin", {})
-        for epoch in range(epochs):
-            cbs.call("on_epoch_begin", epoch, {})
-            logs = self._fit_epoch(x, t, mode, batch_size, rng if shuffle else None, cbs,
-                                   epoch, int(epochs), verbose, val)
-            cbs.call("on_epoch_end", epoch, logs)
-            if self.stop_training:
-                break
-        cbs.call("on_train_end", {})
-        return history
-
-    def _fit_epoch(self, x: np.ndarray, t: np.ndarray, mode: str, batch_size: int,
-                   rng: Optional[np.random.Generator], cbs: CallbackList, epoch: int,
-                   epochs: int, verbose: int, val: Optional[tuple]) -> dict[str, float]:
-        """One pass over the training data; returns the epoch logs (means, then ``val_*``)."""
-        started = time.perf_counter()
-        order = rng.permutation(len(x)) if rng is not None else None
-        steps = math.ceil(len(x) / batch_size)
-        bar = ProgressBar(steps) if verbose == 1 else None
-        if bar is not None:
-            print(f"Epoch {epoch + 1}/{epochs}", file=sys.stderr)
-        totals: dict[str, float] = {}
-        seen, done = 0, 0
-        means: dict[str, float] = {}
-        logs: dict[str, float] = {}
-        try:
-            for step in range(steps):
-                part = slice(step * batch_size, (step + 1) * batch_size)
-                idx = order[part] if order is not None else part
-                xb, tb = x[idx], t[idx]
-                cbs.call("on_batch_begin", step, {})
-                loss, out = self._train_step(xb, tb, mode)
-                batch_logs = self._logs(tb, out, loss)
-                seen, done = seen + len(xb), step + 1
-                for key, value in batch_logs.items():
-                    totals[key] = totals.get(key, 0.0) + value * len(xb)
-                means = {key: value / seen for key, value in totals.items()}
-                cbs.call("on_batch_end", step, {**batch_logs, "size": len(xb)})
-                if bar is not None:
-                    bar.update(done, means)
-                if self.stop_training:
-                    break
-            logs = dict(means)
-            if val is not None:
-                for key, value in self._evaluate_arrays(*val, batch_size).items():
-                    logs[f"val_{key}"] = value
-        finally:
-            if bar is not None:
-                bar.close(done, logs or means)
-        if verbose == 2:
-            print(epoch_line(epoch + 1, epochs, time.perf_counter() - started, logs),
-                  file=sys.stderr)
-        return logs
+        return run_epochs(self, x, t, int(epochs), batch_size, val, rng if shuffle else None,
+                          verbose, callbacks or ())

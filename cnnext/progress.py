@@ -45,6 +45,8 @@ class ProgressBar:
         self._live = bool(getattr(self.stream, "isatty", lambda: False)())
         self._closed = False
         self._width_used = 0  # length of the last line drawn, to blank its leftovers
+        self.done = 0
+        self.values: Mapping[str, float] = {}
 
     def _bar(self, done: int) -> str:
         digits = len(str(self.total))
@@ -59,6 +61,7 @@ class ProgressBar:
 
     def update(self, done: int, values: Mapping[str, float]) -> None:
         """Redraw for ``done`` finished steps with the running ``values`` (throttled)."""
+        self.done, self.values = done, values
         now = time.perf_counter()
         if not self._live or (now - self._last_draw < self.interval and done < self.total):
             return
@@ -71,14 +74,16 @@ class ProgressBar:
         self._write(line.ljust(self._width_used))
         self._width_used = len(line)
 
-    def close(self, done: int, values: Mapping[str, float]) -> None:
-        """Final line: steps done, elapsed time, time per step and ``values``; ends the line."""
+    def close(self, values: Optional[Mapping[str, float]] = None) -> None:
+        """Final line: steps done, elapsed time, time per step and ``values`` (default: the last
+        update's); ends the line."""
         if self._closed:
             return
         self._closed = True
+        values = self.values if values is None else values
         elapsed = time.perf_counter() - self.start
-        per_step = elapsed / max(done, 1)
-        parts = [self._bar(done), f"{format_seconds(elapsed)} {per_step * 1e3:.0f}ms/step"]
+        per_step = elapsed / max(self.done, 1)
+        parts = [self._bar(self.done), f"{format_seconds(elapsed)} {per_step * 1e3:.0f}ms/step"]
         if values:
             parts.append(format_logs(values))
         line = " - ".join(parts)

@@ -63,8 +63,10 @@ def test_hook_order_and_params():
     model().fit(X, Y, epochs=2, batch_size=8, validation_split=0.2, callbacks=[rec], verbose=0)
     batch_keys = "['accuracy', 'loss', 'size']"
     epoch_keys = "['accuracy', 'loss', 'val_accuracy', 'val_loss']"
-    one_epoch = lambda e: [f"epoch_begin {e}", "batch_begin 0", f"batch_end 0 {batch_keys}",  # noqa
-                           "batch_begin 1", f"batch_end 1 {batch_keys}", f"epoch_end {e} {epoch_keys}"]
+    def one_epoch(e):
+        return [f"epoch_begin {e}", "batch_begin 0", f"batch_end 0 {batch_keys}",
+                "batch_begin 1", f"batch_end 1 {batch_keys}", f"epoch_end {e} {epoch_keys}"]
+
     assert rec.calls == ["train_begin", *one_epoch(0), *one_epoch(1), "train_end"]
     assert rec.params == {"epochs": 2, "steps": 2, "batch_size": 8, "samples": 16, "verbose": 0}
     assert rec.model is not None
@@ -173,9 +175,10 @@ def test_verbose_outputs(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and err[0].startswith("Epoch 1/2 - ")
     assert "loss: " in err[0] and "val_accuracy: " in err[1]
-    model().fit(X, Y, epochs=1, batch_size=8, verbose=1)
-    err = capsys.readouterr().err
-    assert "Epoch 1/1" in err and "3/3 [" in err and "ms/step - loss: " in err
+    model().fit(X, Y, epochs=1, batch_size=8, verbose=1, validation_data=(X, Y))
+    err = capsys.readouterr().err.rstrip("\n").split("\n")
+    assert err[0] == "Epoch 1/1" and len(err) == 2
+    assert "3/3 [" in err[1] and "ms/step - loss: " in err[1] and "val_loss: " in err[1]
     model().fit(X, Y, epochs=1, verbose=0)
     assert capsys.readouterr() == ("", "")
 
@@ -189,9 +192,9 @@ def test_progress_bar_redraws_live_on_a_terminal():
     bar = ProgressBar(4, stream=stream, interval=0.0)
     for done in range(1, 5):
         bar.update(done, {"loss": 1.0 / done})
-    bar.close(4, {"loss": 0.25})
+    bar.close({"loss": 0.25})
     text = stream.getvalue()
-    assert text.count("\r") == 5 and "ETA: " in text and text.endswith("loss: 0.2500\n")
+    assert bar.done == 4 and text.count("\r") == 5 and "ETA: " in text and text.endswith("loss: 0.2500\n")
     assert "2/4 [==============>..............." in text
     quiet = io.StringIO()
     bar = ProgressBar(4, stream=quiet)

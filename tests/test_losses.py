@@ -57,7 +57,8 @@ def test_crossentropy_logits_form_is_stable_for_huge_logits():
     assert value == pytest.approx((2000.0 + np.log(2)) / 2, rel=1e-5)
     np.testing.assert_allclose(dz, [[0.5, 0, -0.5], [-0.25, 0.25, 0]], atol=1e-6)
     assert dz.dtype == np.float32
-    with np.errstate(over="raise", invalid="raise", divide="raise"):  # clipping keeps the probability form finite too
+    # clipping keeps the probability form finite too
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
         assert np.isfinite(loss.value(np.array([2, 0]), softmax(z.astype(np.float64))))
 
 
