@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
-import tempfile
+import secrets
 import zipfile
 from typing import IO, Any, Iterator
 
@@ -31,6 +32,8 @@ FORMAT_NAME = "cnnext-model"
 FORMAT_VERSION = 1
 HEADER_KEY = "__header__"
 ARRAY_KINDS = ("params", "state", "optimizer")
+MAX_HEADER_BYTES = 64 * 2**20  # the JSON header; far more than any real model needs
+NPY_HEADER_MAX_BYTES = 2**16 + 16  # a .npy preamble: magic, version, length and the dict
 # Stored dtypes: floats for weights/moments, ints and bools for counters and flags.
 _ALLOWED_DTYPE_KINDS = "fiub"
 
@@ -42,12 +45,14 @@ class ModelFileError(ValueError):
 # --------------------------------------------------------------------------------------- writing
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
-    """Open a temporary file beside ``path`` for binary writing; on success flush, fsync and
+    """Open a new temporary file beside ``path`` for binary writing; on success flush, fsync and
     ``os.replace`` it onto ``path`` (then fsync the directory). On any error the temporary file is
-    removed and ``path`` is left exactly as it was."""
+    removed and ``path`` is left exactly as it was. The file gets the usual permissions
+    (``0o666`` less the umask), like a file opened with ``open(path, "wb")``."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -148,6 +153,10 @@ def save_model(model: Any, path: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------------------- reading
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def _read_archive(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Check the zip structure and CRCs, then read the header and the arrays it lists."""
     if not zipfile.is_zipfile(path):
@@ -156,48 +165,73 @@ def _read_archive(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     try:
         with zipfile.ZipFile(path) as archive:
             bad_member = archive.testzip()
-            members = set(archive.namelist())
+            if bad_member is not None:
+                raise ModelFileError(f"{path!r} is corrupted: CRC mismatch in member {bad_member!r}")
+            sizes = {info.filename: info.file_size for info in archive.infolist()}
+            if HEADER_KEY + ".npy" not in sizes:
+                raise ModelFileError(f"{path!r} is not a cnnext model file: it has no "
+                                     f"{HEADER_KEY!r} entry")
+            header = _parse_header(_read_member(archive, HEADER_KEY, path, np.dtype(np.uint8)), path)
+            _check_members(header, sizes, path)
+            arrays = {entry["name"]: _read_member(archive, entry["name"], path,
+                                                  np.dtype(entry["dtype"]), tuple(entry["shape"]))
+                      for entry in header["arrays"]}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelFileError(f"{path!r} is a damaged archive: {exc}") from exc
-    if bad_member is not None:
-        raise ModelFileError(f"{path!r} is corrupted: CRC mismatch in member {bad_member!r}")
-    if HEADER_KEY + ".npy" not in members:
-        raise ModelFileError(f"{path!r} is not a cnnext model file: it has no {HEADER_KEY!r} entry")
-    with np.load(path, allow_pickle=False) as npz:
-        header = _parse_header(_read_member(npz, HEADER_KEY, path), path)
-        expected = {entry["name"] + ".npy" for entry in header["arrays"]} | {HEADER_KEY + ".npy"}
-        if members != expected:
-            extra, missing = sorted(members - expected), sorted(expected - members)
-            raise ModelFileError(f"{path!r}: archive members do not match its header "
-                                 f"(unexpected: {extra}, missing: {missing})")
-        arrays = {entry["name"]: _read_member(npz, entry["name"], path) for entry in header["arrays"]}
-    for entry in header["arrays"]:
-        array = arrays[entry["name"]]
-        if array.dtype.str != entry["dtype"] or list(array.shape) != entry["shape"]:
-            raise ModelFileError(
-                f"{path!r}: array {entry['name']!r} is {array.dtype.str}{list(array.shape)} but "
-                f"the header says {entry['dtype']}{entry['shape']}")
     if _checksum(header, arrays) != header["sha256"]:
         raise ModelFileError(f"{path!r} is corrupted: SHA-256 checksum mismatch "
                              "(weights or header changed after saving)")
     return header, arrays
 
 
-def _read_member(npz: Any, name: str, path: str) -> np.ndarray:
+def _check_members(header: dict[str, Any], sizes: dict[str, int], path: str) -> None:
+    """The archive holds exactly the header's arrays, each with as many bytes as its shape and
+    dtype need (so nothing larger than the file is ever allocated)."""
+    expected = {entry["name"] + ".npy" for entry in header["arrays"]} | {HEADER_KEY + ".npy"}
+    if set(sizes) != expected:
+        extra, missing = sorted(set(sizes) - expected), sorted(expected - set(sizes))
+        raise ModelFileError(f"{path!r}: archive members do not match its header "
+                             f"(unexpected: {extra}, missing: {missing})")
+    for entry in header["arrays"]:
+        nbytes = math.prod(entry["shape"]) * np.dtype(entry["dtype"]).itemsize
+        stored = sizes[entry["name"] + ".npy"]
+        if not nbytes <= stored <= nbytes + NPY_HEADER_MAX_BYTES:
+            raise ModelFileError(f"{path!r}: array {entry['name']!r} stores {stored} bytes, which "
+                                 f"does not fit its header shape {entry['shape']} dtype {entry['dtype']}")
+
+
+def _read_member(archive: zipfile.ZipFile, name: str, path: str, dtype: np.dtype,
+                 shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Array ``name`` after checking its .npy preamble: never an object (pickle) array, and of
+    ``dtype`` and ``shape`` (``None``: 1-D of at most ``MAX_HEADER_BYTES``, for the header)."""
+    member = name + ".npy"
     try:
-        return npz[name]
-    except ValueError as exc:  # object arrays (pickle) are refused by allow_pickle=False
-        raise ModelFileError(f"{path!r}: refusing array {name!r}: {exc}") from exc
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        with archive.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _NPY_HEADER_READERS:
+                raise ValueError(f"unsupported .npy format version {version}")
+            found_shape, _, found_dtype = _NPY_HEADER_READERS[version](f)
+        if found_dtype.hasobject:
+            raise ModelFileError(f"{path!r}: refusing array {name!r}: it holds Python objects "
+                                 "(pickle data), which cnnext never writes or loads")
+        if shape is None and len(found_shape) == 1 and found_shape[0] > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{path!r}: header of {found_shape[0]} bytes exceeds the "
+                                 f"{MAX_HEADER_BYTES} byte limit")
+        if found_dtype != dtype or (found_shape != shape if shape is not None else len(found_shape) != 1):
+            raise ModelFileError(f"{path!r}: array {name!r} is {found_dtype.str}{list(found_shape)}, "
+                                 f"expected {dtype.str}{list(shape) if shape is not None else '[n]'}")
+        with archive.open(member) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except ModelFileError:
+        raise
+    except ValueError as exc:
         raise ModelFileError(f"{path!r}: cannot read array {name!r}: {exc}") from exc
 
 
 def _parse_header(raw: np.ndarray, path: str) -> dict[str, Any]:
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ModelFileError(f"{path!r}: header must be a 1-D uint8 array, got {raw.dtype}{raw.shape}")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting or numbers
         raise ModelFileError(f"{path!r}: header is not valid UTF-8 JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path!r}: header must be a JSON object")
@@ -281,6 +315,9 @@ def _build_model(header: dict[str, Any], path: str) -> Any:
         model = Sequential.from_config(config)
     except (ValueError, TypeError, KeyError) as exc:
         raise ModelFileError(f"{path!r}: invalid model_config: {exc}") from exc
+    except MemoryError:
+        raise ModelFileError(f"{path!r}: model_config describes a model too large to build "
+                             "in memory") from None
     if not model.built:
         raise ModelFileError(f"{path!r}: model_config has no input_shape, so the weights cannot be "
                              "matched to layers")

@@ -105,7 +105,7 @@ def _classifier(optimizer) -> Sequential:
     model = Sequential([
         L.Conv2D(4, 3, padding="same", activation="relu", input_shape=INPUT_SHAPE),
         L.BatchNormalization(), L.MaxPool2D(2), L.Flatten(), L.Dropout(0.25),
-        L.Dense(3, activation="softmax")])
+        L.Dense(3, activation="softmax")], seed=0)
     model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
     return model
 
@@ -134,6 +134,33 @@ def test_training_continues_identically_after_load(tmp_path, optimizer):
     for w_loaded, w in zip(loaded.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(w_loaded, w)
     assert not np.array_equal(model.get_weights()[0], load_model(tmp_path / "ckpt.npz").get_weights()[0])
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path):
+    """ModelCheckpoint files hold everything training needs: 2 epochs + checkpoint + 2 more epochs
+    from the loaded file give exactly the weights of 4 uninterrupted epochs."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(24, *INPUT_SHAPE)).astype(np.float32)
+    y = rng.integers(0, 3, 24)
+    runs = [_classifier(cnnext.optimizers.Adam(0.01)) for _ in range(2)]  # same seed: same model
+    checkpoint = cnnext.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.npz"))
+    runs[0].fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[checkpoint])
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1.npz", "ckpt-2.npz"]
+    resumed = load_model(tmp_path / "ckpt-2.npz")
+    resumed.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
+    runs[1].fit(x, y, epochs=4, batch_size=8, shuffle=False, verbose=0)
+    for w_resumed, w in zip(resumed.get_weights(), runs[1].get_weights()):
+        np.testing.assert_array_equal(w_resumed, w)
+
+
+def test_saved_file_has_ordinary_permissions(tmp_path):
+    model = Sequential([L.Flatten(input_shape=INPUT_SHAPE), L.Dense(2)])
+    old = os.umask(0o027)
+    try:
+        save_model(model, tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "m.npz").stat().st_mode & 0o777 == 0o640
 
 
 # ---------------------------------------------------------------------------------- atomicity

@@ -144,7 +144,7 @@ def test_object_array_weight_is_refused_and_not_executed(saved, tmp_path):
     header, arrays = _contents(saved)
     arrays["layers/0/params/kernel"] = np.array([_Payload(marker)], dtype=object)
     _rewrite(saved, header, arrays, fix_checksum=False)
-    _load_fails(saved, "refusing array 'layers/0/params/kernel'.*allow_pickle")
+    _load_fails(saved, "refusing array 'layers/0/params/kernel'.*pickle")
     assert not marker.exists()
 
 
@@ -263,3 +263,47 @@ def test_invalid_compile_config(saved):
     header["compile_config"]["loss"] = "no_such_loss"
     _rewrite(saved, header, arrays)
     _load_fails(saved, "invalid compile_config")
+
+
+def test_header_over_the_size_limit(saved, monkeypatch):
+    monkeypatch.setattr(cio, "MAX_HEADER_BYTES", 100)
+    _load_fails(saved, "header of \\d+ bytes exceeds the 100 byte limit")
+
+
+def test_header_of_the_wrong_array_type(saved):
+    header, arrays = _contents(saved)
+    text = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    with open(saved, "wb") as f:
+        np.savez(f, **arrays, **{HEADER_KEY: text.reshape(1, -1)})
+    _load_fails(saved, r"array '__header__' is \|u1\[1, \d+\], expected \|u1\[n\]")
+
+
+def test_deeply_nested_header(saved):
+    _, arrays = _contents(saved)
+    with open(saved, "wb") as f:
+        np.savez(f, **arrays, **{HEADER_KEY: np.frombuffer(b"[" * 200_000 + b"]" * 200_000, np.uint8)})
+    _load_fails(saved, "not valid UTF-8 JSON")
+
+
+def test_shape_claims_beyond_the_stored_bytes(saved):
+    """A header promising a huge array backed by a few bytes is refused before any allocation."""
+    header, arrays = _contents(saved)
+    entry = next(e for e in header["arrays"] if e["name"] == "layers/3/params/bias")
+    entry["shape"] = [10**12]
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "'layers/3/params/bias' stores \\d+ bytes, which does not fit its header "
+                       "shape \\[1000000000000\\]")
+
+
+def test_npy_preamble_disagreeing_with_header(saved):
+    header, arrays = _contents(saved)
+    arrays["layers/3/params/bias"] = arrays["layers/3/params/bias"].reshape(2, 2)
+    _rewrite(saved, header, arrays, fix_checksum=False)
+    _load_fails(saved, r"'layers/3/params/bias' is <f4\[2, 2\], expected <f4\[4\]")
+
+
+def test_model_too_large_to_build(saved):
+    header, arrays = _contents(saved)
+    header["model_config"]["layers"][3]["config"]["units"] = 10**13
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "too large to build")
