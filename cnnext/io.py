@@ -416,7 +416,9 @@ def load_model(path: str | os.PathLike) -> Any:
     field types, layer class names, every array's name, shape and dtype against the rebuilt model,
     and the SHA-256 checksum. Any problem raises :class:`ModelFileError` saying what is wrong.
     Nothing in the file is ever unpickled or executed. A model saved after ``compile`` comes back
-    compiled, with its optimizer state, ready to continue training.
+    compiled, with its optimizer state and its layers' random generators (Dropout masks), ready
+    to continue training. The model's shuffling generator is not saved: resume with
+    ``fit(..., seed=...)`` or ``shuffle=False`` for bit-identical continuation.
     """
     path = os.fspath(path)
     header, arrays = _read_archive(path)
