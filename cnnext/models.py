@@ -381,6 +381,9 @@ class Sequential:
             seed: Optional[int] = None) -> History:
         """Train for ``epochs`` passes over ``(x, y)`` in mini-batches of ``batch_size``.
 
+        ``x`` is ``(N, *input_shape)``: uint8 images are scaled by 1/255, other numbers are used
+        as given. ``y`` holds integer class ids or one-hot rows (or regression targets for mse).
+
         ``validation_split`` holds out the last fraction of the samples (before shuffling);
         ``validation_data=(x_val, y_val)`` takes precedence. ``shuffle`` reorders the training
         samples each epoch, from ``seed`` when given, else from the model's seed. ``verbose``: 0

@@ -135,7 +135,8 @@ def test_model_checkpoint_saves_each_epoch_or_best_only(monkeypatch):
 
 
 def test_model_checkpoint_writes_real_files(tmp_path):
-    io_module = pytest.importorskip("cnnext.io")  # guard for local runs before cnnext.io lands
+    from cnnext import io as io_module
+
     m = model()
     path = tmp_path / "model-{epoch}.npz"
     m.fit(X, Y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(str(path), monitor="loss")])
