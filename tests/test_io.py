@@ -43,6 +43,7 @@ LAYER_STACKS = {
     "maxpool": lambda: [L.Conv2D(3, 2, input_shape=INPUT_SHAPE), L.MaxPool2D(2)],
     "minpool_same": lambda: [L.Conv2D(3, 2, input_shape=INPUT_SHAPE), L.MinPool2D(3, strides=2, padding="same")],
     "avgpool_strided": lambda: [L.Conv2D(3, 2, input_shape=INPUT_SHAPE), L.AvgPool2D((2, 3), strides=(1, 2))],
+    "pool2d_kind": lambda: [L.Pool2D(3, strides=1, padding=1, kind="min", input_shape=INPUT_SHAPE)],
     "upsample": lambda: [L.Conv2D(2, 3, input_shape=INPUT_SHAPE), L.UpSample2D((2, 3))],
     "flatten_dense_softmax": lambda: [L.Flatten(input_shape=INPUT_SHAPE), L.Dense(7, activation="softmax")],
     "dense_no_bias_dropout": lambda: [
@@ -54,6 +55,11 @@ LAYER_STACKS = {
         L.Conv2D(3, 3, input_shape=INPUT_SHAPE), L.Activation("leaky_relu"), L.Flatten(),
         L.Dense(4), L.Activation("sigmoid")],
 }
+
+
+def test_every_layer_class_is_round_tripped():
+    used = {type(layer) for make in LAYER_STACKS.values() for layer in make()}
+    assert set(L.LAYER_CLASSES.values()) <= used
 
 
 def _predict_equal(a: Sequential, b: Sequential, x: np.ndarray) -> None:
