@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import activations, initializers
+from .. import initializers
 from .base import ActivatedLayer, Layer, Shape, check_positive_int
 
 
@@ -66,16 +66,18 @@ class Dense(ActivatedLayer):
 
 
 class Activation(ActivatedLayer):
-    """An activation as a layer: ``Activation("relu")``, ``Activation("leaky_relu", alpha=0.2)``."""
+    """An activation as a layer: ``Activation("relu")``, ``Activation("leaky_relu", alpha=0.2)``
+    (extra keyword arguments go to the activation)."""
 
-    def __init__(self, activation: Any = "linear", **kwargs: Any):
-        layer_keys = ("name", "input_shape", "trainable")
-        layer_kwargs = {k: kwargs.pop(k) for k in layer_keys if k in kwargs}
-        if kwargs:  # extra arguments belong to the activation, e.g. alpha
+    def __init__(self, activation: Any = "linear", name: Optional[str] = None,
+                 input_shape: Any = None, trainable: bool = True, **activation_kwargs: Any):
+        if activation_kwargs:
             if not isinstance(activation, str):
-                raise ValueError(f"unexpected arguments {sorted(kwargs)} for {activation!r}")
-            activation = {"name": activation, **kwargs}
-        super().__init__(activation=activations.get(activation), **layer_kwargs)
+                raise ValueError(f"unexpected arguments {sorted(activation_kwargs)} for an "
+                                 f"activation given as {activation!r}")
+            activation = {"name": activation, **activation_kwargs}
+        super().__init__(activation=activation, name=name, input_shape=input_shape,
+                         trainable=trainable)
 
 
 class Dropout(Layer):
