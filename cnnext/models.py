@@ -90,14 +90,14 @@ class Sequential:
                 k += 1
             layer.name = f"{base}_{k}"
         self.layers.append(layer)
-        if self.built:
-            try:
+        try:
+            if self.built:
                 self._build_layer(len(self.layers) - 1, self.layers[-2].output_shape)
-            except ValueError:
-                self.layers.pop()
-                raise
-        elif len(self.layers) == 1 and layer.declared_input_shape is not None:
-            self.build(layer.declared_input_shape)
+            elif len(self.layers) == 1 and layer.declared_input_shape is not None:
+                self.build(layer.declared_input_shape)
+        except ValueError:
+            self.layers.pop()
+            raise
 
     def _build_layer(self, index: int, input_shape: tuple[int, ...]) -> None:
         layer = self.layers[index]

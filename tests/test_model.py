@@ -282,6 +282,10 @@ def test_add_to_built_model_validates_shape():
     with pytest.raises(ValueError, match="'big'.*larger than"):
         model.add(L.Conv2D(2, 3, name="big"))
     assert len(model.layers) == 1
+    empty = Sequential()
+    with pytest.raises(ValueError, match="larger than"):
+        empty.add(L.Conv2D(2, 5, input_shape=(4, 4, 1)))
+    assert empty.layers == [] and not empty.built
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
