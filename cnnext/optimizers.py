@@ -57,7 +57,7 @@ class Optimizer:
     def current_learning_rate(self) -> float:
         """The rate the next update uses."""
         lr = self._learning_rate
-        return lr(self.iterations) if isinstance(lr, LearningRateSchedule) else lr
+        return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
 
     def _slot(self, slot: str, key: str, like: np.ndarray) -> np.ndarray:
         buffers = self.slots.setdefault(slot, {})
