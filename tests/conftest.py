@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 import cnnext
@@ -40,3 +41,25 @@ def _restore_cnnext_globals():
         cnnext.set_backend(default_backend)
     if cnnext.get_num_threads() != threads:
         cnnext.set_num_threads(threads)
+
+
+def _numerical_grad(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """Central differences of the scalar ``f()`` w.r.t. every element of ``array`` (perturbed in
+    place and restored)."""
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return grad
+
+
+@pytest.fixture
+def numerical_grad():
+    """``numerical_grad(f, array)``: central finite differences of ``f()`` w.r.t. ``array``."""
+    return _numerical_grad

@@ -12,21 +12,6 @@ from cnnext.layers import get_layer_class
 RNG = np.random.default_rng(1234)
 
 
-def numerical_grad(f, array: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Central differences of the scalar ``f()`` w.r.t. every element of ``array`` (in place)."""
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        up = f()
-        flat[i] = old - eps
-        down = f()
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * eps)
-    return grad
-
-
 def build(layer: L.Layer, input_shape, backend: str, seed: int = 0) -> L.Layer:
     layer.dtype = np.dtype("float64")
     layer.backend = backend
@@ -35,7 +20,8 @@ def build(layer: L.Layer, input_shape, backend: str, seed: int = 0) -> L.Layer:
     return layer
 
 
-def check_layer_gradients(layer: L.Layer, x: np.ndarray, training: bool, before_forward=None):
+def check_layer_gradients(layer: L.Layer, x: np.ndarray, training: bool, numerical_grad,
+                          before_forward=None):
     """``backward`` of ``sum(forward(x) * r)`` equals central differences for x and every param."""
     before_forward = before_forward or (lambda: None)
 
@@ -77,32 +63,33 @@ GRADCHECK_CASES = [
 
 @pytest.mark.parametrize("make, input_shape", GRADCHECK_CASES,
                          ids=[f"{i}" for i in range(len(GRADCHECK_CASES))])
-def test_layer_gradients_match_finite_differences(make, input_shape, backend_name):
+def test_layer_gradients_match_finite_differences(make, input_shape, backend_name,
+                                                  numerical_grad):
     layer = build(make(), input_shape, backend_name)
     x = RNG.standard_normal((2, *input_shape))
-    check_layer_gradients(layer, x, training=True)
+    check_layer_gradients(layer, x, True, numerical_grad)
 
 
 @pytest.mark.parametrize("input_shape", [(4, 3, 3), (5,)])
 @pytest.mark.parametrize("training", [True, False])
-def test_batchnorm_gradients(input_shape, training):
+def test_batchnorm_gradients(input_shape, training, numerical_grad):
     layer = build(L.BatchNormalization(), input_shape, "numpy")
     layer.params["gamma"][:] = RNG.uniform(0.5, 2.0, layer.params["gamma"].shape)
     layer.params["beta"][:] = RNG.standard_normal(layer.params["beta"].shape)
     layer.state["moving_mean"][:] = RNG.standard_normal(layer.state["moving_mean"].shape)
     layer.state["moving_variance"][:] = RNG.uniform(0.5, 2.0, layer.params["gamma"].shape)
     x = RNG.standard_normal((3, *input_shape)) * 2 + 1
-    check_layer_gradients(layer, x, training)
+    check_layer_gradients(layer, x, training, numerical_grad)
 
 
-def test_dropout_gradients_with_fixed_mask():
+def test_dropout_gradients_with_fixed_mask(numerical_grad):
     layer = build(L.Dropout(0.4, seed=7), (4, 3), "numpy")
     x = RNG.standard_normal((5, 4, 3))
 
     def reseed():
         layer.rng = np.random.default_rng(7)
 
-    check_layer_gradients(layer, x, training=True, before_forward=reseed)
+    check_layer_gradients(layer, x, True, numerical_grad, before_forward=reseed)
     reseed()
     assert np.count_nonzero(layer.forward(x, training=True)) < x.size  # the mask dropped some
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from cnnext import activations, losses, metrics
-from test_layers import numerical_grad
 
 RNG = np.random.default_rng(5)
 
@@ -17,7 +16,7 @@ def softmax(z):
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def test_mse_value_and_gradient():
+def test_mse_value_and_gradient(numerical_grad):
     loss = losses.get("mse")
     p, t = RNG.standard_normal((4, 3)), RNG.standard_normal((4, 3))
     assert loss.value(t, p) == pytest.approx(np.mean((p - t) ** 2))
@@ -27,7 +26,7 @@ def test_mse_value_and_gradient():
 
 @pytest.mark.parametrize("name", ["categorical_crossentropy", "sparse_categorical_crossentropy"])
 @pytest.mark.parametrize("labels", ["ids", "onehot"])
-def test_crossentropy_probability_and_logits_forms(name, labels):
+def test_crossentropy_probability_and_logits_forms(name, labels, numerical_grad):
     loss = losses.get(name)
     z = RNG.standard_normal((5, 4))
     ids = np.array([0, 3, 1, 1, 2])
@@ -72,7 +71,7 @@ def test_soft_labels_are_accepted():
 
 
 @pytest.mark.parametrize("shape", [(6, 1), (3, 4)])
-def test_binary_crossentropy_forms(shape):
+def test_binary_crossentropy_forms(shape, numerical_grad):
     loss = losses.get("binary_crossentropy")
     z = RNG.standard_normal(shape) * 3
     t = (RNG.random(shape) > 0.5).astype(float)
@@ -147,7 +146,7 @@ def test_mse_metric_and_registry():
 
 
 @pytest.mark.parametrize("name", ["relu", "leaky_relu", "sigmoid", "tanh", "softmax", "linear"])
-def test_activation_backward_matches_finite_differences(name):
+def test_activation_backward_matches_finite_differences(name, numerical_grad):
     act = activations.get(name)
     z = RNG.standard_normal((3, 4))
     r = RNG.standard_normal((3, 4))

@@ -8,7 +8,6 @@ import pytest
 
 from cnnext import Sequential
 from cnnext import layers as L
-from test_layers import numerical_grad
 
 RNG = np.random.default_rng(99)
 
@@ -31,7 +30,7 @@ def every_layer_model(backend: str, dtype: str = "float64", head: str = "softmax
     ], dtype=dtype, seed=3, backend=backend)
 
 
-def model_loss_gradcheck(model: Sequential, x: np.ndarray, t: np.ndarray) -> None:
+def model_loss_gradcheck(model: Sequential, x: np.ndarray, t: np.ndarray, numerical_grad) -> None:
     """Analytic gradients of the training loss equal central differences for every parameter."""
     dropouts = [layer for layer in model.layers if isinstance(layer, L.Dropout)]
     mode = model._loss_mode()
@@ -64,7 +63,7 @@ def model_loss_gradcheck(model: Sequential, x: np.ndarray, t: np.ndarray) -> Non
     ("mse", "softmax", "onehot", "numpy"),
     ("binary_crossentropy", "sigmoid", "binary", "numpy"),
 ])
-def test_whole_model_gradients_every_layer(loss, head, labels, backend, request):
+def test_whole_model_gradients_every_layer(loss, head, labels, backend, request, numerical_grad):
     if backend == "cython":
         request.getfixturevalue("compiled_backend")  # skips locally / fails in CI when missing
     model = every_layer_model(backend, head=head)
@@ -74,11 +73,11 @@ def test_whole_model_gradients_every_layer(loss, head, labels, backend, request)
     y = {"ids": ids, "onehot": np.eye(3)[ids], "binary": np.array([0, 1, 1, 0])}[labels]
     t = model.loss.prepare_targets(y, model.output_shape, model.dtype)
     assert model._loss_mode() == ("plain" if loss == "mse" else "fused")
-    model_loss_gradcheck(model, x, t)
+    model_loss_gradcheck(model, x, t, numerical_grad)
 
 
 @pytest.mark.parametrize("loss", ["categorical_crossentropy", "binary_crossentropy"])
-def test_whole_model_gradients_from_logits(loss):
+def test_whole_model_gradients_from_logits(loss, numerical_grad):
     from cnnext import losses
 
     units = 3 if loss == "categorical_crossentropy" else 1
