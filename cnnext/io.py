@@ -21,7 +21,9 @@ import json
 import math
 import os
 import secrets
+import struct
 import zipfile
+import zlib
 from typing import IO, Any, Iterator
 
 import numpy as np
@@ -153,6 +155,10 @@ def save_model(model: Any, path: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------------------- reading
+# What zipfile and the .npy reader raise on damaged bytes (bad offsets, flags, names, lengths).
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError,
+                   RuntimeError, zlib.error, struct.error, UnicodeError, ValueError, KeyError,
+                   MemoryError)
 _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
                        (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -176,8 +182,10 @@ def _read_archive(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             arrays = {entry["name"]: _read_member(archive, entry["name"], path,
                                                   np.dtype(entry["dtype"]), tuple(entry["shape"]))
                       for entry in header["arrays"]}
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise ModelFileError(f"{path!r} is a damaged archive: {exc}") from exc
+    except ModelFileError:
+        raise
+    except _ARCHIVE_ERRORS as exc:
+        raise ModelFileError(f"{path!r} is a damaged archive: {exc!r}") from exc
     if _checksum(header, arrays) != header["sha256"]:
         raise ModelFileError(f"{path!r} is corrupted: SHA-256 checksum mismatch "
                              "(weights or header changed after saving)")
@@ -286,7 +294,7 @@ def _check_header_schema(header: dict[str, Any], path: str) -> None:
         _require(isinstance(entry.get("dtype"), str), path, f"arrays[{i}].dtype must be a string")
         try:
             dtype = np.dtype(entry["dtype"])
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ModelFileError(f"{path!r}: malformed header: arrays[{i}].dtype: {exc}") from exc
         _require(dtype.kind in _ALLOWED_DTYPE_KINDS, path,
                  f"arrays[{i}].dtype {entry['dtype']!r} is not a numeric dtype")
@@ -313,7 +321,7 @@ def _build_model(header: dict[str, Any], path: str) -> Any:
             raise ModelFileError(f"{path!r}: {exc}") from None
     try:
         model = Sequential.from_config(config)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:
         raise ModelFileError(f"{path!r}: invalid model_config: {exc}") from exc
     except MemoryError:
         raise ModelFileError(f"{path!r}: model_config describes a model too large to build "
@@ -396,7 +404,7 @@ def _restore(model: Any, header: dict[str, Any], arrays: dict[str, np.ndarray], 
         model.compile_from_config(header["compile_config"])
         model.optimizer.set_state({e["key"]: arrays[e["name"]] for e in header["arrays"]
                                    if e["kind"] == "optimizer"})
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except (ValueError, TypeError, OverflowError, KeyError, AttributeError) as exc:
         raise ModelFileError(f"{path!r}: invalid compile_config: {exc!r}") from exc
 
 
@@ -405,7 +413,7 @@ def _restore_rng(model: Any, item: Any, path: str) -> None:
     try:
         layer = model.layers[item["layer"]]
         layer.rng.bit_generator.state = item["state"]
-    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError, AttributeError) as exc:
         raise ModelFileError(f"{path!r}: malformed header: bad rng_states entry ({exc!r})") from exc
 
 
