@@ -40,6 +40,7 @@ class BatchNormalization(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x2 = x.reshape(-1, x.shape[-1])
         gamma, beta = self.params["gamma"], self.params["beta"]
+        training = training and self.trainable
         self._training = training
         if training:
             mean = x2.mean(axis=0)
