@@ -297,3 +297,25 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
     assert np.isfinite(loss) and loss == pytest.approx(1e4, rel=1e-3)  # mean of 2e4 and 0
     model.train_on_batch(x, np.array([1, 0]))
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_backend_choice_reaches_every_layer(compiled_backend):
+    import cnnext
+
+    model = small_cnn(backend=None)
+    x, _ = toy_data(4)
+    calls = []
+    table = cnnext.backend.BACKENDS["numpy"]
+    original = table.conv2d_forward
+    table.conv2d_forward = lambda *args: calls.append(1) or original(*args)
+    try:
+        with cnnext.use_backend("numpy"):  # a model without a pinned backend follows the default
+            expected = model.predict(x)
+        assert calls == [1]
+        model.backend = compiled_backend
+        assert {layer.backend for layer in model.layers} == {compiled_backend}
+        with cnnext.use_backend("numpy"):
+            np.testing.assert_allclose(model.predict(x), expected, rtol=1e-4, atol=1e-6)
+        assert calls == [1]  # the pinned backend ignored the default
+    finally:
+        table.conv2d_forward = original
