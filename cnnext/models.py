@@ -163,7 +163,10 @@ class Sequential:
         head = ("Layer (type)", "Output Shape", "Param #")
         w = [max(len(r[i]) for r in [head, *rows]) + 3 for i in range(3)]
         width = sum(w)
-        line = lambda r: f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}"  # noqa: E731
+
+        def line(r: tuple[str, str, str]) -> str:
+            return f"{r[0]:<{w[0]}}{r[1]:<{w[1]}}{r[2]:>{w[2]}}"
+
         trainable, frozen = self.count_params()
         print_fn(f'Model: "{self.name}"  (dtype {self.dtype})')
         print_fn("_" * width)
