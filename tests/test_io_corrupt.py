@@ -9,9 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from cnnext import io as cio
+from cnnext import model_file
 from cnnext import layers as L
-from cnnext.io import HEADER_KEY, ModelFileError, load_model, save_model
+from cnnext.io import ModelFileError, load_model, save_model
+from cnnext.model_file import HEADER_KEY
 from cnnext.models import Sequential
 
 
@@ -37,7 +38,7 @@ def _contents(path):
 def _rewrite(path, header, arrays, fix_checksum=True):
     """Write a well-formed archive (valid zip CRCs), optionally with a matching SHA-256."""
     if fix_checksum:
-        header["sha256"] = cio._checksum(header, arrays)
+        header["sha256"] = model_file.checksum(header, arrays)
     out = dict(arrays)
     out[HEADER_KEY] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     with open(path, "wb") as f:
@@ -266,7 +267,7 @@ def test_invalid_compile_config(saved):
 
 
 def test_header_over_the_size_limit(saved, monkeypatch):
-    monkeypatch.setattr(cio, "MAX_HEADER_BYTES", 100)
+    monkeypatch.setattr(model_file, "MAX_HEADER_BYTES", 100)
     _load_fails(saved, "header of \\d+ bytes exceeds the 100 byte limit")
 
 
@@ -307,3 +308,39 @@ def test_model_too_large_to_build(saved):
     header["model_config"]["layers"][3]["config"]["units"] = 10**13
     _rewrite(saved, header, arrays)
     _load_fails(saved, "too large to build")
+
+
+def _rename_optimizer_entry(header, arrays, old_key, new_key, value=None):
+    entry = next(e for e in header["arrays"] if e["kind"] == "optimizer" and e["key"] == old_key)
+    array = arrays.pop(entry["name"]) if value is None else value
+    arrays.pop(entry["name"], None)
+    entry.update(key=new_key, name=f"optimizer/{new_key}", shape=list(array.shape), dtype=array.dtype.str)
+    arrays[entry["name"]] = array
+
+
+def test_optimizer_state_for_unknown_parameter(saved):
+    header, arrays = _contents(saved)
+    _rename_optimizer_entry(header, arrays, "m:dense.bias", "m:ghost.bias")
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, r"optimizer state 'm:ghost.bias' .* parameter 'ghost.bias' \(no such parameter\)")
+
+
+def test_optimizer_state_of_wrong_shape(saved):
+    header, arrays = _contents(saved)
+    _rename_optimizer_entry(header, arrays, "v:dense.bias", "v:dense.bias", np.zeros(9, np.float32))
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, r"optimizer state 'v:dense.bias' \(shape \[9\] .*parameter 'dense.bias' with shape \[4\]")
+
+
+def test_optimizer_iterations_must_be_a_scalar_int(saved):
+    header, arrays = _contents(saved)
+    _rename_optimizer_entry(header, arrays, "iterations", "iterations", np.array([1.5]))
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "optimizer state 'iterations' .* does not match a scalar integer")
+
+
+def test_optimizer_state_without_compile_config(saved):
+    header, arrays = _contents(saved)
+    header["compile_config"] = None
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "optimizer state is stored but compile_config is null")
