@@ -48,6 +48,7 @@ def train(model: Any, args: argparse.Namespace) -> Any:
     history = model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
                         validation_data=(x_val, y_val), verbose=1)
     if args.save:
+        os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)
         model.save(args.save)
         print(f"model saved to {args.save}")
     if args.plots:

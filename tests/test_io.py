@@ -102,6 +102,13 @@ def test_model_save_method_and_package_exports(tmp_path):
     _predict_equal(model, cnnext.load_model(tmp_path / "m.npz"), np.ones((1, *INPUT_SHAPE), np.float32))
 
 
+def test_missing_directory_is_named(tmp_path):
+    model = Sequential([L.Flatten(input_shape=INPUT_SHAPE), L.Dense(2)])
+    with pytest.raises(FileNotFoundError, match="directory '.*nowhere' does not exist"):
+        save_model(model, tmp_path / "nowhere" / "m.npz")
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
 def test_unbuilt_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not built"):
         save_model(Sequential([L.Dense(3)]), tmp_path / "m.npz")
