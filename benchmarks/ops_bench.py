@@ -15,7 +15,7 @@ import numpy as np
 
 import cnnext
 from cnnext import ops
-from timing import is_quick, measure, time_once
+from timing import is_quick, measure, speedup, time_once
 
 BYTES = 4  # float32
 DIRECTIONS = ("fwd", "fwd+bwd")
@@ -171,9 +171,9 @@ def _twin_entries(case: Case, works: tuple[float, float]) -> dict[str, Any]:
     for direction, fn, work in zip(DIRECTIONS, cnnext_calls(case, "numpy"), works):
         probe = time_once(fn)
         if probe > TWIN_LIMIT_S:
-            entries[direction] = {"skipped": f"slow (first call {probe:.1f} s)"}
+            entries[direction] = {"skipped": f"slow: first call {probe:.1f} s"}
             if direction == "fwd":  # forward+backward would be slower still
-                entries["fwd+bwd"] = {"skipped": "slow (the forward alone is over the limit)"}
+                entries["fwd+bwd"] = {"skipped": "slow: the forward alone is over the limit"}
                 break
         else:
             entries[direction] = _entry(fn, work)
@@ -189,7 +189,7 @@ def bench_case(case: Case, gemm_gflops: float) -> dict[str, Any]:
     results["numpy_twin"] = _twin_entries(case, works)
     for direction in DIRECTIONS:
         ours, theirs = results["cnnext"][direction], results["torch"][direction]
-        ours["speed_vs_torch"] = theirs["ms"] / ours["ms"]
+        ours["speed_vs_torch"] = speedup(ours["timing"], theirs["timing"])
         if isinstance(case, ConvCase):
             for entry in (ours, theirs, results["numpy_twin"][direction]):
                 if "rate" in entry:

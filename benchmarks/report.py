@@ -24,19 +24,28 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _num(value: float) -> str:
+    """Three significant digits, without exponents: 0.0123, 1.23, 123, 12,345."""
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _ms(entry: dict[str, Any]) -> str:
     """Median ms with the interquartile range, or why it is missing."""
     if "skipped" in entry:
         return f"skipped ({entry['skipped']})"
     t = entry["timing"]
-    return f"{t['median'] * 1e3:.3g} ({t['q1'] * 1e3:.3g}–{t['q3'] * 1e3:.3g})"
+    return f"{_num(t['median'] * 1e3)} ({_num(t['q1'] * 1e3)}–{_num(t['q3'] * 1e3)})"
 
 
 def _rate(entry: dict[str, Any], unit: str) -> str:
     if "rate" not in entry:
         return "—"
     pct = f", {entry['pct_gemm']:.0f}% GEMM" if "pct_gemm" in entry else ""
-    return f"{entry['rate']:.3g} {unit}{pct}"
+    return f"{_num(entry['rate'])} {unit}{pct}"
+
+
+def _ratio(speed: dict[str, float]) -> str:
+    return f"**{speed['median']:.2f}x** (best {speed['best']:.2f}x)"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -64,7 +73,8 @@ def _header(results: dict[str, Any]) -> list[str]:
         f"- Thread pools: {pools}",
         f"- float32 GEMM ceiling: **{gemm['gflops']:.0f} GFLOP/s** (numpy matmul {gemm['size']}^3, median "
         f"of {gemm['timing']['repeats']}; best {gemm['gflops_best']:.0f})",
-        "", "Timings are medians after warm-up, with the interquartile range in brackets. "
+        "", "Timings are medians after warm-up, with the interquartile range in brackets. Speed "
+        "ratios above 1 mean cnnext is faster; \"best\" compares the fastest calls. "
         "See benchmarks/README.md for what each column means.", "",
     ]
 
@@ -78,7 +88,7 @@ def _ops_section(ops: list[dict[str, Any]]) -> list[str]:
         for d in DIRECTIONS:
             ours, twin, theirs = res["cnnext"][d], res["numpy_twin"][d], res["torch"][d]
             rows.append([op["case"], d, _ms(ours), _rate(ours, op["unit"]), _ms(twin), _rate(twin, op["unit"]),
-                         _ms(theirs), _rate(theirs, op["unit"]), f"**{ours['speed_vs_torch']:.2f}x**"])
+                         _ms(theirs), _rate(theirs, op["unit"]), _ratio(ours["speed_vs_torch"])])
     return ["## Per op", ""] + _table(header, rows) + [""]
 
 
@@ -88,10 +98,10 @@ def _models_section(models: dict[str, Any]) -> list[str]:
               "inference speed / PyTorch"]
     rows = [[net["net"], net["optimizer"], str(net["train_batch"]),
              f"{net['cnnext']['train']['images_per_s']:,.0f}", f"{net['torch']['train']['images_per_s']:,.0f}",
-             f"**{net['train_speed_vs_torch']:.2f}x**",
+             _ratio(net["train_speed_vs_torch"]),
              f"{net['cnnext']['inference']['images_per_s']:,.0f}",
              f"{net['torch']['inference']['images_per_s']:,.0f}",
-             f"**{net['inference_speed_vs_torch']:.2f}x**"] for net in models["nets"]]
+             _ratio(net["inference_speed_vs_torch"])] for net in models["nets"]]
     return (["## End to end", "", f"Data: {models['data']}. Inference batch 256.", ""]
             + _table(header, rows) + [""])
 
@@ -148,7 +158,7 @@ def chart_png(results: dict[str, Any]) -> bytes:
     fig, (ax_ops, ax_conv, ax_lenet) = plt.subplots(1, 3, figsize=(17, 6), width_ratios=(2, 1, 1))
     labels = [op["case"] for op in results["ops"]]
     for i, d in enumerate(DIRECTIONS):
-        ratios = [op["results"]["cnnext"][d]["speed_vs_torch"] for op in results["ops"]]
+        ratios = [op["results"]["cnnext"][d]["speed_vs_torch"]["median"] for op in results["ops"]]
         bars = ax_ops.barh([j + 0.4 * i for j in range(len(labels))], ratios, height=0.4, label=d)
         ax_ops.bar_label(bars, [f"{r:.2g}x" for r in ratios], fontsize=7, padding=2)
     ax_ops.set_yticks([j + 0.2 for j in range(len(labels))], labels, fontsize=8)

@@ -68,6 +68,12 @@ def measure(
     return Timing(float(median), float(q1), float(q3), float(samples.min()), repeats)
 
 
+def speedup(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, float]:
+    """How many times faster ``ours`` is than ``theirs`` (two :meth:`Timing.to_dict` results),
+    by median and by best time (the latter is less sensitive to a busy machine)."""
+    return {"median": theirs["median"] / ours["median"], "best": theirs["min"] / ours["min"]}
+
+
 def time_once(fn: Callable[[], object]) -> float:
     """Seconds taken by a single call of ``fn()`` (used to decide whether to skip a slow case)."""
     start = time.perf_counter()
