@@ -41,8 +41,10 @@ def _output_hw(x_shape, w_shape, stride, padding, dilation) -> tuple[int, int]:
 
 
 def _use_gemm(w_shape) -> bool:
+    """Many channels: im2col + BLAS, unless the direct kernels have AVX-512-wide vectors (then
+    they outrun numpy's BLAS)."""
     KH, KW, C, F = w_shape
-    return KH * KW * C >= 64 and F >= 32
+    return CNX_VBYTES < 64 and KH * KW * C >= 64 and F >= 32
 
 
 def _lanes(dtype) -> int:
@@ -110,39 +112,68 @@ def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
 
 
 def _backward_direct(dy, x, w, stride, padding, dilation):
+    nt = get_num_threads()
+    dw, db = _weight_grad_direct(dy, x, w, stride, padding, dilation, nt)
+    if x.shape[3] >= _lanes(x.dtype) and stride[0] == stride[1] == 1:
+        dx = _input_grad_gather(dy, x, w, padding, dilation, nt)
+    else:
+        dx = _input_grad_scatter(dy, x, w, stride, padding, dilation, nt)
+    return dx, dw, db
+
+
+def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
+    """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
-    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
-    nt = get_num_threads()
-    dtype = x.dtype
-
-    # Weight and bias gradients: per-chunk partial sums, added in chunk order.
     Fp = _round_up(F, _lanes(x.dtype))
-    xpad = _padded_input(x, padding, Wo, KW, sw, dw, nt)
+    xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     dyp = dy
     if Fp != F:
-        dyp = np.zeros((N, Ho, Wo, Fp), dtype=dtype)
+        dyp = np.zeros((N, Ho, Wo, Fp), dtype=x.dtype)
         _place(dy, dyp, 0, 0, 1, 1, nt)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
-    toff = _tap_offsets(KW, C, dw)
-    dwc = np.zeros((chunks, KH, KW * C, Fp), dtype=dtype)
-    dbc = np.zeros((chunks, Fp), dtype=dtype)
-    _direct_weight_grad(xpad, dyp, toff, dwc, dbc, sh, sw, dh, nt)
-    dw_ = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
-    db = np.ascontiguousarray(dbc.sum(axis=0)[:F])
+    dwc = np.zeros((chunks, KH, KW * C, Fp), dtype=x.dtype)
+    dbc = np.zeros((chunks, Fp), dtype=x.dtype)
+    _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
+                        stride[1], dilation[0], nt)
+    dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
+    return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
 
-    # Input gradient: transposed convolution = direct convolution of the zero-interleaved,
-    # padded output gradient with the flipped, channel-swapped kernel (stride 1).
-    Cp = _round_up(C, _lanes(dtype))
+
+def _input_grad_gather(dy, x, w, padding, dilation, nt):
+    """Input gradient as a stride-1 transposed convolution: the direct kernel run over the padded
+    output gradient with the flipped, channel-swapped kernel (many input channels)."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    (top, _, left, _), (dh, dw) = padding, dilation
+    Cp = _round_up(C, _lanes(x.dtype))
     Wg = max(W + (KW - 1) * dw, _round_up(W, CNX_RB) + (KW - 1) * dw)
-    grad = np.zeros((N, H + (KH - 1) * dh, Wg, F), dtype=dtype)
-    _place(dy, grad, (KH - 1) * dh - top, (KW - 1) * dw - left, sh, sw, nt)
+    grad = np.zeros((N, H + (KH - 1) * dh, Wg, F), dtype=x.dtype)
+    _place(dy, grad, (KH - 1) * dh - top, (KW - 1) * dw - left, 1, 1, nt)
     w_flipped = _pad_channels(np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)), Cp)
     dx = np.empty_like(x)
-    _direct_conv(grad, w_flipped, np.zeros(Cp, dtype=dtype), _tap_offsets(KW, F, dw), dx,
+    _direct_conv(grad, w_flipped, np.zeros(Cp, dtype=x.dtype), _tap_offsets(KW, F, dw), dx,
                  1, 1, dh, nt)
-    return dx, dw_, db
+    return dx
+
+
+def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
+    """Input gradient scattered from each output pixel through the kernel, one kernel row at a
+    time with the row's (kw, c) span in vector lanes (few input channels, or strided)."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
+    Hp, Wp = H + top + bottom, W + left + right
+    span = ((KW - 1) * dw + 1) * C
+    Sp = _round_up(span, _lanes(x.dtype))
+    wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
+    wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
+    dxpad = np.zeros((N, Hp * Wp * C + Sp), dtype=x.dtype)
+    _scatter_input_grad(dy, wt, dxpad, Wp, C, sh, sw, dh, nt)
+    dx = np.empty_like(x)
+    _place(dxpad[:, : Hp * Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
+    return dx
 
 
 def _gemm_chunk(N, Ho, Wo, K) -> int:

@@ -17,6 +17,7 @@ cdef extern from "_conv_simd.h" nogil:
         CNX_RB  # register block: output pixels (forward) or kernel taps (weight gradient)
         CNX_LANES_F  # float lanes per vector
         CNX_LANES_D  # double lanes per vector
+        CNX_VBYTES  # vector width in bytes (16 SSE2, 32 AVX, 64 AVX-512)
     void cnx_direct_row_f(const float* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
                           const Py_ssize_t* toff, ptrdiff_t ntaps, const float* w, ptrdiff_t Fp,
                           const float* bias, float* y, ptrdiff_t Wo, ptrdiff_t F)
@@ -29,6 +30,12 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_weight_grad_d(const double* x, ptrdiff_t row_step, ptrdiff_t pix,
                            const Py_ssize_t* toff, ptrdiff_t ntaps, const double* dy,
                            ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, double* dw)
+    void cnx_input_grad_row_f(const float* dy, ptrdiff_t Wo, ptrdiff_t F, const float* wt,
+                              ptrdiff_t KH, ptrdiff_t Sp, float* dx, ptrdiff_t kh_step,
+                              ptrdiff_t pix)
+    void cnx_input_grad_row_d(const double* dy, ptrdiff_t Wo, ptrdiff_t F, const double* wt,
+                              ptrdiff_t KH, ptrdiff_t Sp, double* dx, ptrdiff_t kh_step,
+                              ptrdiff_t pix)
 
 
 cdef inline void _direct_row(const floating* x, Py_ssize_t kh_step, Py_ssize_t KH,
@@ -49,6 +56,15 @@ cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_
         cnx_weight_grad_f(x, row_step, pix, toff, ntaps, dy, Ho, Wo, Fp, dw)
     else:
         cnx_weight_grad_d(x, row_step, pix, toff, ntaps, dy, Ho, Wo, Fp, dw)
+
+
+cdef inline void _input_grad_row(const floating* dy, Py_ssize_t Wo, Py_ssize_t F,
+                                 const floating* wt, Py_ssize_t KH, Py_ssize_t Sp, floating* dx,
+                                 Py_ssize_t kh_step, Py_ssize_t pix) noexcept nogil:
+    if floating is float:
+        cnx_input_grad_row_f(dy, Wo, F, wt, KH, Sp, dx, kh_step, pix)
+    else:
+        cnx_input_grad_row_d(dy, Wo, F, wt, KH, Sp, dx, kh_step, pix)
 
 
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
@@ -101,10 +117,28 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
                 _bias_grad_sample(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
 
 
-def _place(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,
+def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
+                        floating[:, ::1] dxpad, Py_ssize_t Wp, Py_ssize_t C, Py_ssize_t sh,
+                        Py_ssize_t sw, Py_ssize_t dh, int nt):
+    """Add the input gradient of every sample into ``dxpad (N, Hp*Wp*C + slack)``, the padded
+    ``(Hp, Wp, C)`` input gradient of each sample followed by ``Sp`` elements of slack, by
+    scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``; one task per sample."""
+    cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
+    cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2]
+    cdef Py_ssize_t n, oh
+    if N == 0:
+        return
+    for n in prange(N, nogil=True, num_threads=nt, schedule="static"):
+        for oh in range(Ho):
+            _input_grad_row(&dy[n, oh, 0, 0], Wo, F, &wt[0, 0, 0], KH, Sp,
+                            &dxpad[n, oh * sh * Wp * C], dh * Wp * C, sw * C)
+
+
+def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,
            Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc, int nt):
     """``dst[n, r0 + i*sr, c0 + j*sc, :C] = src[n, i, j, :]`` wherever that cell exists in
-    ``dst``; other cells are left alone. Pads (sr = sc = 1) or zero-interleaves ``src``."""
+    ``dst``; other cells are left alone. Pads (sr = sc = 1), crops (negative r0, c0) or
+    zero-interleaves ``src``, whose last axis must be contiguous."""
     cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
     cdef Py_ssize_t A2 = dst.shape[1], B2 = dst.shape[2]
     cdef Py_ssize_t item, n, i, j, r, col

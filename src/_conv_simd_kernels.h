@@ -64,34 +64,75 @@ static void CNX_NAME(cnx_direct_row)(const CNX_T* x, ptrdiff_t kh_step, ptrdiff_
 
 /* Weight gradient of one sample and one kernel row: dw (ntaps, Fp) += sum over the output
  * pixels (oh, ow) of x[window(oh, ow) + toff[t]] * dy[oh, ow, :]. x: first cell of the first
- * window; output rows are row_step elements apart in x, pixels pix apart. dy: (Ho, Wo, Fp). */
+ * window; output rows are row_step elements apart in x, pixels pix apart. dy: (Ho, Wo, Fp).
+ * Output rows are taken in tiles of about CNX_TILE_PIXELS pixels, so that a tile's inputs stay
+ * in cache while every (tap block, channel block) accumulates over it. */
+#ifndef CNX_TILE_PIXELS
+#define CNX_TILE_PIXELS 128
+#endif
 static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdiff_t pix,
                                       const ptrdiff_t* toff, ptrdiff_t ntaps, const CNX_T* dy,
                                       ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, CNX_T* dw)
 {
-    for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB) {
-        ptrdiff_t off[CNX_RB];
-        for (int r = 0; r < CNX_RB; r++)
-            off[r] = toff[t0 + r];
-        const ptrdiff_t nr = ntaps - t0 < CNX_RB ? ntaps - t0 : CNX_RB;
-        for (ptrdiff_t f0 = 0; f0 < Fp; f0 += CNX_L) {
-            CNX_V acc[CNX_RB];
+    const ptrdiff_t tile_rows = Wo >= CNX_TILE_PIXELS ? 1 : CNX_TILE_PIXELS / Wo;
+    for (ptrdiff_t oh0 = 0; oh0 < Ho; oh0 += tile_rows) {
+        const ptrdiff_t oh1 = oh0 + tile_rows < Ho ? oh0 + tile_rows : Ho;
+        for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB) {
+            ptrdiff_t off[CNX_RB];
             for (int r = 0; r < CNX_RB; r++)
-                acc[r] = (CNX_V){0};
-            for (ptrdiff_t oh = 0; oh < Ho; oh++) {
-                const CNX_T* xr = x + oh * row_step;
-                const CNX_T* dr = dy + oh * Wo * Fp + f0;
-                for (ptrdiff_t ow = 0; ow < Wo; ow++) {
-                    const CNX_V d = CNX_NAME(cnx_load)(dr + ow * Fp);
-                    const CNX_T* px = xr + ow * pix;
-                    for (int r = 0; r < CNX_RB; r++)
-                        acc[r] += px[off[r]] * d;
+                off[r] = toff[t0 + r];
+            const ptrdiff_t nr = ntaps - t0 < CNX_RB ? ntaps - t0 : CNX_RB;
+            for (ptrdiff_t f0 = 0; f0 < Fp; f0 += CNX_L) {
+                CNX_V acc[CNX_RB];
+                for (int r = 0; r < CNX_RB; r++)
+                    acc[r] = (CNX_V){0};
+                for (ptrdiff_t oh = oh0; oh < oh1; oh++) {
+                    const CNX_T* xr = x + oh * row_step;
+                    const CNX_T* dr = dy + oh * Wo * Fp + f0;
+                    for (ptrdiff_t ow = 0; ow < Wo; ow++) {
+                        const CNX_V d = CNX_NAME(cnx_load)(dr + ow * Fp);
+                        const CNX_T* px = xr + ow * pix;
+                        for (int r = 0; r < CNX_RB; r++)
+                            acc[r] += px[off[r]] * d;
+                    }
+                }
+                for (ptrdiff_t r = 0; r < nr; r++) {
+                    CNX_T* dst = dw + (t0 + r) * Fp + f0;
+                    CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
                 }
             }
-            for (ptrdiff_t r = 0; r < nr; r++) {
-                CNX_T* dst = dw + (t0 + r) * Fp + f0;
-                const CNX_V sum = CNX_NAME(cnx_load)(dst) + acc[r];
-                CNX_NAME(cnx_store)(dst, sum, CNX_L);
+        }
+    }
+}
+
+/* Input gradient of one output row, scattered back through the kernel: for every output pixel
+ * ow and kernel row kh, dx[kh * kh_step + ow * pix + s] += sum_f dy[ow, f] * wt[kh, f, s] for
+ * s in [0, Sp), where s runs over one kernel row's span of input cells and channels. dy: (Wo, F);
+ * wt: (KH, F, Sp), Sp a multiple of L (zeros past the span); dx: the padded input gradient at
+ * the row's first window cell, with Sp elements of slack past its end (zeros are added there). */
+static void CNX_NAME(cnx_input_grad_row)(const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t F,
+                                         const CNX_T* wt, ptrdiff_t KH, ptrdiff_t Sp, CNX_T* dx,
+                                         ptrdiff_t kh_step, ptrdiff_t pix)
+{
+    for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB) {
+        const CNX_T* d[CNX_RB]; /* pixels past the row end read the last pixel (not stored) */
+        for (int r = 0; r < CNX_RB; r++)
+            d[r] = dy + (ow0 + r < Wo ? ow0 + r : Wo - 1) * F;
+        const ptrdiff_t nr = Wo - ow0 < CNX_RB ? Wo - ow0 : CNX_RB;
+        for (ptrdiff_t kh = 0; kh < KH; kh++) {
+            for (ptrdiff_t s0 = 0; s0 < Sp; s0 += CNX_L) {
+                const CNX_T* wk = wt + kh * F * Sp + s0;
+                CNX_V acc[CNX_RB];
+                for (int r = 0; r < CNX_RB; r++)
+                    acc[r] = (CNX_V){0};
+                for (ptrdiff_t f = 0; f < F; f++) {
+                    const CNX_V wv = CNX_NAME(cnx_load)(wk + f * Sp);
+                    for (int r = 0; r < CNX_RB; r++)
+                        acc[r] += d[r][f] * wv;
+                }
+                CNX_T* dst = dx + kh * kh_step + ow0 * pix + s0;
+                for (ptrdiff_t r = 0; r < nr; r++, dst += pix)
+                    CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
             }
         }
     }
