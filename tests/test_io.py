@@ -128,7 +128,8 @@ def _classifier(optimizer) -> Sequential:
     cnnext.optimizers.Adam(learning_rate=0.01),
     cnnext.optimizers.AdamW(learning_rate=0.01, weight_decay=0.1),
     cnnext.optimizers.RMSprop(learning_rate=0.01),
-], ids=lambda o: type(o).__name__)
+    cnnext.optimizers.SGD(cnnext.schedules.ExponentialDecay(0.1, decay_steps=1, decay_rate=0.5)),
+], ids=["SGD-nesterov", "Adam", "AdamW", "RMSprop", "SGD-exponential-decay"])
 def test_training_continues_identically_after_load(tmp_path, optimizer):
     rng = np.random.default_rng(3)
     x = rng.normal(size=(16, *INPUT_SHAPE)).astype(np.float32)
