@@ -217,6 +217,36 @@ def test_interrupted_save_keeps_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.npz"]
 
 
+def test_checkpoint_survives_a_failed_later_save(tmp_path, monkeypatch):
+    """ModelCheckpoint overwriting one file: when the epoch-2 save fails, epoch 1's file is intact."""
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(8, *INPUT_SHAPE)).astype(np.float32), rng.integers(0, 3, 8)
+    model = _classifier(cnnext.optimizers.Adam(0.01))
+    real_write, calls = cnnext.io._write_archive, []
+
+    def fail_second(f, arrays):
+        calls.append(1)
+        if len(calls) == 2:
+            real_write(f, {k: v for k, v in list(arrays.items())[:2]})  # part of the archive
+            raise OSError("disk full (simulated)")
+        real_write(f, arrays)
+
+    monkeypatch.setattr(cnnext.io, "_write_archive", fail_second)
+    path = tmp_path / "ckpt.npz"
+    saved_weights = []
+
+    class RecordWeights(cnnext.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            saved_weights.append(self.model.get_weights())
+
+    callbacks = [cnnext.callbacks.ModelCheckpoint(str(path)), RecordWeights()]
+    with pytest.raises(OSError, match="disk full"):
+        model.fit(x, y, epochs=3, batch_size=4, shuffle=False, verbose=0, callbacks=callbacks)
+    assert len(saved_weights) == 1 and os.listdir(tmp_path) == ["ckpt.npz"]
+    for w_file, w in zip(load_model(path).get_weights(), saved_weights[0]):
+        np.testing.assert_array_equal(w_file, w)
+
+
 _WRITER = textwrap.dedent("""
     import sys
     import numpy as np
