@@ -25,6 +25,9 @@ shapes and values.
 """
 from __future__ import annotations
 
+import math
+import os
+
 import numpy as np
 
 from . import backend as _backend
@@ -41,6 +44,7 @@ from .shapes import (
 )
 
 POOL_MODES = ("max", "min", "avg")
+MAX_PARAMETER = 2**31 - 1  # largest stride/dilation/size/scale/padding the kernels' C ints hold
 _LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, Ho, Wo, channels)"}
 
 
@@ -50,7 +54,10 @@ _LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, 
 def _array(op: str, name: str, a, ndim: int) -> np.ndarray:
     """``a`` as an ndarray of ``ndim`` dims and dtype float32/float64 (maybe not contiguous)."""
     if type(a) is not np.ndarray:
-        a = np.asarray(a)
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{op}: {name} is not a rectangular array: {exc}") from None
     if a.dtype.char not in "fd":
         if a.dtype.kind not in "biu" and a.dtype.char != "e":
             raise TypeError(
@@ -81,17 +88,50 @@ def _contiguous(*arrays: np.ndarray | None) -> list[np.ndarray | None]:
 def _pair(op: str, value, name: str, minimum: int = 1) -> Pair:
     """:func:`cnnext.shapes.to_pair` with the op name in the error message."""
     try:
-        return to_pair(value, name, minimum)
+        pair = to_pair(value, name, minimum)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{op}: {exc}") from None
+    _check_limit(op, name, value, pair)
+    return pair
+
+
+def _check_limit(op: str, name: str, value, normalised: tuple) -> None:
+    if max(normalised) > MAX_PARAMETER:
+        raise ValueError(f"{op}: {name}={value!r} is too large (at most {MAX_PARAMETER})")
 
 
 def _padding(op: str, padding, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilation: Pair):
     """:func:`cnnext.shapes.resolve_padding` with the op name in the error message."""
     try:
-        return resolve_padding(padding, in_hw, kernel_hw, stride, dilation)
+        pad = resolve_padding(padding, in_hw, kernel_hw, stride, dilation)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{op}: {exc}") from None
+    _check_limit(op, "padding", padding, pad)
+    return pad
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_memory(op: str, dtype: np.dtype, *shapes: tuple) -> None:
+    """MemoryError, before allocating, when the arrays of ``shapes`` exceed physical memory."""
+    needed = sum(math.prod(shape) for shape in shapes) * np.dtype(dtype).itemsize
+    limit = _memory_bytes()
+    if limit is not None and needed > limit:
+        raise MemoryError(
+            f"{op}: arrays of shapes {', '.join(map(str, shapes))} ({np.dtype(dtype)}) would "
+            f"need {needed / 2**30:.4g} GiB, more than this machine's {limit / 2**30:.4g} GiB "
+            "of memory"
+        )
+
+
+def _padded_shape(x_shape: tuple, padding: Padding4) -> tuple:
+    return (x_shape[0], *padded_hw(x_shape[1:3], padding), x_shape[3])
 
 
 def _check_fits(op: str, x_shape: tuple, padding: Padding4, span: Pair, what: str) -> None:
@@ -183,6 +223,7 @@ def conv2d(
                 f"w (w.shape={w.shape}); expected b.shape={(w.shape[3],)}"
             )
     x, w, b = _contiguous(x, w, b)
+    _check_memory("conv2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
         return np.zeros(y_shape, dtype=x.dtype)
     return kernels.conv2d_forward(x, w, b, stride, pad, dilation)
@@ -211,6 +252,7 @@ def conv2d_backward(
     )
     _check_dy(op, dy.shape, y_shape, context)
     dy, x, w = _contiguous(dy, x, w)
+    _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
     if x.shape[0] == 0:
         return np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[3], dtype=w.dtype)
     return kernels.conv2d_backward(dy, x, w, stride, pad, dilation)
@@ -238,6 +280,7 @@ def pool2d(
     x = _array("pool2d", "x", x, 4)
     size, stride, pad, y_shape = _pool_geometry("pool2d", x.shape, size, stride, padding, mode)
     (x,) = _contiguous(x)
+    _check_memory("pool2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
         return np.zeros(y_shape, dtype=x.dtype)
     return kernels.pool2d_forward(x, size, stride, pad, mode)
@@ -267,6 +310,7 @@ def pool2d_backward(
     context = f"x.shape={x.shape}, size={size}, stride={stride}, padding={pad}"
     _check_dy(op, dy.shape, y_shape, context)
     dy, x = _contiguous(dy, x)
+    _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
     if x.shape[0] == 0:
         return np.zeros_like(x)
     return kernels.pool2d_backward(dy, x, size, stride, pad, mode)
@@ -283,6 +327,8 @@ def upsample2d(x, scale: int | Pair, backend: str | None = None) -> np.ndarray:
     _nonempty("upsample2d", "x", x.shape, 1)
     scale = _pair("upsample2d", scale, "scale")
     (x,) = _contiguous(x)
+    y_shape = (x.shape[0], *upsample_output_hw(x.shape[1:3], scale), x.shape[3])
+    _check_memory("upsample2d", x.dtype, y_shape)
     if x.shape[0] == 0:
         return np.zeros((0, *upsample_output_hw(x.shape[1:3], scale), x.shape[3]), dtype=x.dtype)
     return kernels.upsample2d_forward(x, scale)

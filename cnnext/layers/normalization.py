@@ -46,16 +46,17 @@ class BatchNormalization(Layer):
             mean = x2.mean(axis=0)
             centred = x2 - mean
             var = np.mean(centred * centred, axis=0)
-            self._inv_std = 1.0 / np.sqrt(var + self.epsilon)
-            self._xhat = centred * self._inv_std
+            inv_std = 1.0 / np.sqrt(var + self.epsilon)
+            xhat = centred * inv_std
             for key, batch in (("moving_mean", mean), ("moving_variance", var)):
                 moving = self.state[key]
                 moving *= self.momentum
                 moving += (1.0 - self.momentum) * batch
         else:
-            self._inv_std = 1.0 / np.sqrt(self.state["moving_variance"] + self.epsilon)
-            self._xhat = (x2 - self.state["moving_mean"]) * self._inv_std
-        y = self._xhat * gamma
+            inv_std = 1.0 / np.sqrt(self.state["moving_variance"] + self.epsilon)
+            xhat = (x2 - self.state["moving_mean"]) * inv_std
+        self._inv_std, self._xhat = inv_std, xhat  # for backward; locals keep threads apart
+        y = xhat * gamma
         y += beta
         return y.reshape(x.shape)
 
