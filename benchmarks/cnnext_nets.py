@@ -50,7 +50,8 @@ class CnnextRunner:
 
     def __init__(self, net: str, optimizer: str) -> None:
         self.model = BUILDERS[net]()
-        self.model.compile(optimizer=OPTIMIZERS[optimizer](), loss="sparse_categorical_crossentropy")
+        self.model.compile(optimizer=OPTIMIZERS[optimizer](),
+                           loss="sparse_categorical_crossentropy")
 
     @staticmethod
     def prepare(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

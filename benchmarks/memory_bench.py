@@ -32,7 +32,8 @@ def epoch_peak_memory(library: str) -> dict[str, Any]:
     """Train LeNet-5 for one epoch (batch 128; QUICK_EPOCH_STEPS steps in quick mode) and report
     how far the RSS rose above its level just before the epoch, with data loaded, batches
     converted and the network built."""
-    x, y, source = load_training_data(limit=LENET5.train_batch * QUICK_EPOCH_STEPS if is_quick() else None)
+    steps = QUICK_EPOCH_STEPS if is_quick() else None
+    x, y, source = load_training_data(limit=steps and steps * LENET5.train_batch)
     runner = make_runner(library, LENET5)
     prepared = batches(runner, x, y, LENET5.train_batch)
     del x, y
@@ -41,7 +42,8 @@ def epoch_peak_memory(library: str) -> dict[str, Any]:
     epoch = train_epoch(runner, prepared)
     peak = _status_kib("VmHWM")
     return {"library": library, "data": source, "epoch": epoch,
-            "method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus RSS before the epoch",
+            "method": "peak RSS (VmHWM, reset via /proc/self/clear_refs) minus the RSS before "
+                      "the epoch",
             "rss_before_mib": before / 1024, "peak_rss_mib": peak / 1024,
             "epoch_peak_increase_mib": (peak - before) / 1024}
 

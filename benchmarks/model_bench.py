@@ -70,15 +70,17 @@ def load_training_data(limit: int | None = None) -> tuple[np.ndarray, np.ndarray
     return x.astype(np.float32) / np.float32(255.0), y.astype(np.int64), source
 
 
-def batches(runner: Runner, x: np.ndarray, y: np.ndarray, size: int, count: int | None = None) -> list:
+def batches(runner: Runner, x: np.ndarray, y: np.ndarray, size: int,
+            count: int | None = None) -> list:
     """The first ``count`` (default: all) full batches, already in the runner's own format."""
     starts = range(0, len(x) - size + 1, size)
     return [runner.prepare(x[i:i + size], y[i:i + size]) for i in itertools.islice(starts, count)]
 
 
 def _rate(seconds_per_step: dict[str, Any], batch: int) -> dict[str, Any]:
-    return {"timing": seconds_per_step, "batch": batch, "ms_per_batch": seconds_per_step["median"] * 1e3,
-            "images_per_s": batch / seconds_per_step["median"]}
+    median = seconds_per_step["median"]
+    return {"timing": seconds_per_step, "batch": batch, "ms_per_batch": median * 1e3,
+            "images_per_s": batch / median}
 
 
 def train_throughput(runner: Runner, x: np.ndarray, y: np.ndarray, batch: int) -> dict:

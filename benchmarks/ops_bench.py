@@ -36,15 +36,17 @@ class ConvCase:
 
     @property
     def label(self) -> str:
-        extra = (f" s{self.stride}" if self.stride != 1 else "") + (f" p{self.pad}" if self.pad else "")
-        return f"conv N{self.n} {self.c}->{self.f} {self.hw}x{self.hw} k{self.k}{extra}"
+        stride = f" s{self.stride}" if self.stride != 1 else ""
+        pad = f" p{self.pad}" if self.pad else ""
+        return f"conv N{self.n} {self.c}->{self.f} {self.hw}x{self.hw} k{self.k}{stride}{pad}"
 
     @property
     def out_hw(self) -> int:
         return (self.hw + 2 * self.pad - self.k) // self.stride + 1
 
     def work(self) -> tuple[float, float]:
-        """FLOPs of (forward, forward+backward): 2*N*Ho*Wo*F*C*KH*KW per direction, x3 with dx, dw."""
+        """FLOPs of (forward, forward+backward): 2*N*Ho*Wo*F*C*KH*KW per direction; fwd+bwd
+        is 3x that (forward, dx and dw)."""
         fwd = 2.0 * self.n * self.out_hw**2 * self.f * self.c * self.k**2
         return fwd, 3.0 * fwd
 
@@ -142,7 +144,8 @@ def torch_calls(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
             return F.conv2d(x, w, b, stride=case.stride, padding=case.pad)
     else:
         x = tensor(_rng_array((case.n, case.c, case.hw, case.hw), 1), True)
-        dy = tensor(_rng_array((case.n, case.c, case.hw // case.size, case.hw // case.size), 4), False)
+        out_hw = case.hw // case.size
+        dy = tensor(_rng_array((case.n, case.c, out_hw, out_hw), 4), False)
         inputs = (x,)
         pool_fn = F.max_pool2d if case.mode == "max" else F.avg_pool2d
 
@@ -161,7 +164,8 @@ def torch_calls(case: Case) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 def _entry(fn: Callable[[], Any], work: float) -> dict[str, Any]:
     timing = measure(fn, min_repeats=9, budget_s=1.5)
-    return {"timing": timing.to_dict(), "ms": timing.median * 1e3, "rate": work / timing.median / 1e9}
+    return {"timing": timing.to_dict(), "ms": timing.median * 1e3,
+            "rate": work / timing.median / 1e9}
 
 
 def _twin_entries(case: Case, works: tuple[float, float]) -> dict[str, Any]:
@@ -203,5 +207,6 @@ def run_ops(gemm_gflops: float) -> list[dict[str, Any]]:
     """Every per-op case (a reduced set in quick mode)."""
     cases = QUICK_CASES if is_quick() else CONV_CASES + POOL_CASES
     if "cython" not in cnnext.available_backends():
-        raise RuntimeError("cnnext's compiled kernels are not built: python setup.py build_ext --inplace")
+        raise RuntimeError("cnnext's compiled kernels are not built; run "
+                           "`python setup.py build_ext --inplace` first")
     return [bench_case(case, gemm_gflops) for case in cases]

@@ -55,24 +55,26 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _header(results: dict[str, Any]) -> list[str]:
     env, gemm = results["environment"], results["gemm"]
-    cpu, versions = env["cpu"], env["versions"]
-    pools = "; ".join(f"{p['internal_api']} {p['version'] or ''} ({p['library']}, {p['num_threads']} threads"
-                      + (f", {p['architecture']}" if p.get("architecture") else "") + ")"
-                      for p in versions["threadpools"])
-    load = ", ".join(f"{v:.2f}" for v in env["load_average"]) if env["load_average"] else "n/a"
+    cpu, ver = env["cpu"], env["versions"]
+    pools = "; ".join(
+        f"{p['internal_api']} {p['version'] or '(version n/a)'} ({p['library']}, "
+        f"{p['num_threads']} threads"
+        + (f", {p['architecture']}" if p.get("architecture") else "") + ")"
+        for p in ver["threadpools"])
+    load = ", ".join(f"{v:.2f}" for v in env["load_average"] or []) or "n/a"
+    flags = ", ".join(cpu["flags"]) or "none of avx2/fma/avx512"
     return [
         f"# cnnext benchmarks{' (quick mode)' if results['quick'] else ''}", "",
         f"- Date: {env['date']}; host {env['host']} ({env['platform']})",
-        f"- CPU: {cpu['model']}; flags {', '.join(cpu['flags']) or 'none of avx2/fma/avx512'}; "
-        f"{cpu['cores']} usable cores",
-        f"- Threads: {env['threads']} for both libraries (cnnext.set_num_threads, torch.set_num_threads, "
-        f"threadpoolctl limits); load average at start {load}",
-        f"- Versions: cnnext {versions['cnnext']} (backends {', '.join(versions['cnnext_backends'])}, "
-        f"OpenMP {versions['cnnext_openmp']}), numpy {versions['numpy']}, torch {versions['torch']}, "
-        f"Python {versions['python']}",
+        f"- CPU: {cpu['model']}; flags {flags}; {cpu['cores']} usable cores",
+        f"- Threads: {env['threads']} for both libraries (cnnext.set_num_threads, "
+        f"torch.set_num_threads, threadpoolctl limits); load average at start {load}",
+        f"- Versions: cnnext {ver['cnnext']} (backends {', '.join(ver['cnnext_backends'])}, "
+        f"OpenMP {ver['cnnext_openmp']}), numpy {ver['numpy']}, torch {ver['torch']}, "
+        f"Python {ver['python']}",
         f"- Thread pools: {pools}",
-        f"- float32 GEMM ceiling: **{gemm['gflops']:.0f} GFLOP/s** (numpy matmul {gemm['size']}^3, median "
-        f"of {gemm['timing']['repeats']}; best {gemm['gflops_best']:.0f})",
+        f"- float32 GEMM ceiling: **{gemm['gflops']:.0f} GFLOP/s** (numpy matmul "
+        f"{gemm['size']}^3, median of {gemm['timing']['repeats']}; best {gemm['gflops_best']:.0f})",
         "", "Timings are medians after warm-up, with the interquartile range in brackets. Speed "
         "ratios above 1 mean cnnext is faster; \"best\" compares the fastest calls. "
         "See benchmarks/README.md for what each column means.", "",
@@ -80,15 +82,16 @@ def _header(results: dict[str, Any]) -> list[str]:
 
 
 def _ops_section(ops: list[dict[str, Any]]) -> list[str]:
-    header = ["op", "dir", "cnnext ms", "cnnext rate", "NumPy twin ms", "twin rate", "PyTorch ms",
-              "PyTorch rate", "cnnext speed / PyTorch"]
+    header = ["op", "dir", "cnnext ms", "cnnext rate", "NumPy twin ms", "twin rate",
+              "PyTorch ms", "PyTorch rate", "cnnext speed / PyTorch"]
     rows = []
     for op in ops:
-        res = op["results"]
+        unit = op["unit"]
         for d in DIRECTIONS:
-            ours, twin, theirs = res["cnnext"][d], res["numpy_twin"][d], res["torch"][d]
-            rows.append([op["case"], d, _ms(ours), _rate(ours, op["unit"]), _ms(twin), _rate(twin, op["unit"]),
-                         _ms(theirs), _rate(theirs, op["unit"]), _ratio(ours["speed_vs_torch"])])
+            ours, twin, theirs = (op["results"][lib][d]
+                                  for lib in ("cnnext", "numpy_twin", "torch"))
+            rows.append([op["case"], d, _ms(ours), _rate(ours, unit), _ms(twin), _rate(twin, unit),
+                         _ms(theirs), _rate(theirs, unit), _ratio(ours["speed_vs_torch"])])
     return ["## Per op", ""] + _table(header, rows) + [""]
 
 
@@ -96,56 +99,67 @@ def _models_section(models: dict[str, Any]) -> list[str]:
     header = ["network", "optimizer", "train batch", "cnnext train img/s", "PyTorch train img/s",
               "train speed / PyTorch", "cnnext inference img/s", "PyTorch inference img/s",
               "inference speed / PyTorch"]
-    rows = [[net["net"], net["optimizer"], str(net["train_batch"]),
-             f"{net['cnnext']['train']['images_per_s']:,.0f}", f"{net['torch']['train']['images_per_s']:,.0f}",
-             _ratio(net["train_speed_vs_torch"]),
-             f"{net['cnnext']['inference']['images_per_s']:,.0f}",
-             f"{net['torch']['inference']['images_per_s']:,.0f}",
-             _ratio(net["inference_speed_vs_torch"])] for net in models["nets"]]
-    return (["## End to end", "", f"Data: {models['data']}. Inference batch 256.", ""]
-            + _table(header, rows) + [""])
+    rows = []
+    for net in models["nets"]:
+        row = [net["net"], net["optimizer"], str(net["train_batch"])]
+        for mode in ("train", "inference"):
+            row += [f"{net[lib][mode]['images_per_s']:,.0f}" for lib in ("cnnext", "torch")]
+            row.append(_ratio(net[f"{mode}_speed_vs_torch"]))
+        rows.append(row)
+    intro = f"Data: {models['data']}. Inference batch 256."
+    return ["## End to end", "", intro, ""] + _table(header, rows) + [""]
 
 
 def _scaling_section(scaling: dict[str, Any]) -> list[str]:
     points = scaling["points"]
-    base = {lib: points[0][lib] for lib in ("cnnext", "torch")}
+    columns = [(lib, key) for key in ("conv_gflops", "lenet5_images_per_s")
+               for lib in ("cnnext", "torch")]
 
-    def cell(lib: str, point: dict[str, Any], key: str) -> str:
-        value, one = point[lib][key], base[lib][key]
-        return f"{value:,.0f} ({value / one:.1f}x)"
+    def cell(point: dict[str, Any], lib: str, key: str) -> str:
+        value, one_thread = point[lib][key], points[0][lib][key]
+        return f"{value:,.0f} ({value / one_thread:.1f}x)"
 
-    rows = [[str(p["threads"]), cell("cnnext", p, "conv_gflops"), cell("torch", p, "conv_gflops"),
-             cell("cnnext", p, "lenet5_images_per_s"), cell("torch", p, "lenet5_images_per_s")]
-            for p in points]
-    header = ["threads", "cnnext conv GFLOP/s", "PyTorch conv GFLOP/s", "cnnext LeNet-5 train img/s",
-              "PyTorch LeNet-5 train img/s"]
-    return (["## Thread scaling", "", f"Conv: {scaling['conv_case']} fwd+bwd. One process per point; "
-             "brackets: speed-up over the same library at 1 thread.", ""] + _table(header, rows) + [""])
+    rows = [[str(p["threads"])] + [cell(p, lib, key) for lib, key in columns] for p in points]
+    header = ["threads", "cnnext conv GFLOP/s", "PyTorch conv GFLOP/s",
+              "cnnext LeNet-5 train img/s", "PyTorch LeNet-5 train img/s"]
+    intro = (f"Conv: {scaling['conv_case']} fwd+bwd. One process per point; brackets: "
+             "speed-up over the same library at 1 thread.")
+    return ["## Thread scaling", "", intro, ""] + _table(header, rows) + [""]
 
 
-def _memory_section(memory: dict[str, Any], reuse: dict[str, Any]) -> list[str]:
+def _memory_section(memory: dict[str, Any]) -> list[str]:
+    runs = memory["runs"]
     rows = [[m["library"], f"{m['epoch']['images']:,}", f"{m['epoch']['seconds']:.2f}",
-             f"{m['rss_before_mib']:.0f}", f"{m['peak_rss_mib']:.0f}", f"**{m['epoch_peak_increase_mib']:.1f}**"]
-            for m in memory["runs"]]
-    steps = [[str(i + 1), f"{s['transient_peak_bytes'] / 2**20:.2f}", f"{s['retained_bytes'] / 2**20:.2f}",
-              str(s["live_large_blocks"])] for i, s in enumerate(reuse["steps"])]
+             f"{m['rss_before_mib']:.0f}", f"{m['peak_rss_mib']:.0f}",
+             f"**{m['epoch_peak_increase_mib']:.1f}**"] for m in runs]
+    header = ["library", "images", "seconds", "RSS before MiB", "peak RSS MiB", "increase MiB"]
+    intro = (f"Method: {runs[0]['method']}; one process per library. "
+             f"Data: {runs[0]['data']}.")
+    return (["## Peak memory of one LeNet-5 training epoch (batch 128)", "", intro, ""]
+            + _table(header, rows) + [""])
+
+
+def _workspace_section(reuse: dict[str, Any]) -> list[str]:
+    mib = 2**20
+    rows = [[str(i + 1), f"{s['transient_peak_bytes'] / mib:.2f}",
+             f"{s['retained_bytes'] / mib:.2f}", str(s["live_large_blocks"])]
+            for i, s in enumerate(reuse["steps"])]
     verdict = ("no new large buffers after the first batch" if reuse["reuses_workspace"] else
-               f"still allocates up to {reuse['max_transient_after_first_mib']:.1f} MiB of transient "
-               "buffers per step after the first batch")
-    return (["## Peak memory of one LeNet-5 training epoch (batch 128)", "",
-             f"Method: {memory['runs'][0]['method']}; one process per library. Data: {memory['runs'][0]['data']}.",
-             ""] + _table(["library", "images", "seconds", "RSS before MiB", "peak RSS MiB",
-                           "increase MiB"], rows)
-            + ["", "## Workspace reuse (cnnext LeNet-5 training steps, tracemalloc)", "",
-               f"Verdict: **{verdict}** (large = {reuse['large_bytes'] // 2**20} MiB; "
-               "only NumPy/Python allocations are traced).", ""]
-            + _table(["step", "transient peak MiB", "retained MiB", "live blocks >= 1 MiB"], steps) + [""])
+               f"still allocates up to {reuse['max_transient_after_first_mib']:.1f} MiB of "
+               "transient buffers per step after the first batch")
+    large = reuse["large_bytes"] // mib
+    intro = (f"Verdict: **{verdict}** (large = {large} MiB; only NumPy/Python allocations are "
+             "traced).")
+    header = ["step", "transient peak MiB", "retained MiB", f"live blocks >= {large} MiB"]
+    return (["## Workspace reuse (cnnext LeNet-5 training steps, tracemalloc)", "", intro, ""]
+            + _table(header, rows) + [""])
 
 
 def markdown(results: dict[str, Any]) -> str:
-    lines = _header(results) + _ops_section(results["ops"]) + _models_section(results["models"])
-    lines += _scaling_section(results["scaling"]) + _memory_section(results["memory"], results["workspace"])
-    return "\n".join(lines)
+    sections = (_header(results), _ops_section(results["ops"]), _models_section(results["models"]),
+                _scaling_section(results["scaling"]), _memory_section(results["memory"]),
+                _workspace_section(results["workspace"]))
+    return "\n".join(line for section in sections for line in section)
 
 
 def chart_png(results: dict[str, Any]) -> bytes:
@@ -170,7 +184,8 @@ def chart_png(results: dict[str, Any]) -> bytes:
     ax_ops.legend()
     points = results["scaling"]["points"]
     threads = [p["threads"] for p in points]
-    for ax, key, title in ((ax_conv, "conv_gflops", f"{results['scaling']['conv_case']} fwd+bwd, GFLOP/s"),
+    conv_title = f"{results['scaling']['conv_case']} fwd+bwd, GFLOP/s"
+    for ax, key, title in ((ax_conv, "conv_gflops", conv_title),
                            (ax_lenet, "lenet5_images_per_s", "LeNet-5 training, images/s")):
         for lib in ("cnnext", "torch"):
             ax.plot(threads, [p[lib][key] for p in points], marker="o", label=lib)

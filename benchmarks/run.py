@@ -32,7 +32,8 @@ def run_scaling() -> dict[str, Any]:
     counts = thread_counts()
     if is_quick():
         counts = sorted({1, counts[-1]})
-    points = [{"threads": n, **{lib: spawn("scaling", lib, n) for lib in LIBRARIES}} for n in counts]
+    points = [{"threads": n, **{lib: spawn("scaling", lib, n) for lib in LIBRARIES}}
+              for n in counts]
     return {"conv_case": LARGE_CONV.label, "points": points}
 
 

@@ -21,7 +21,8 @@ def thread_counts(cores: int | None = None) -> list[int]:
 
 def scaling_point(library: str) -> dict[str, Any]:
     """GFLOP/s of LARGE_CONV fwd+bwd and LeNet-5 training images/s with the current threads."""
-    _, forward_backward = cnnext_calls(LARGE_CONV, "cython") if library == "cnnext" else torch_calls(LARGE_CONV)
+    calls = cnnext_calls(LARGE_CONV, "cython") if library == "cnnext" else torch_calls(LARGE_CONV)
+    _, forward_backward = calls
     timing = measure(forward_backward, min_repeats=7, budget_s=2.0)
     x, y, _ = load_training_data(limit=LENET5.train_batch * 32)
     lenet = train_throughput(make_runner(library, LENET5), x, y, LENET5.train_batch)
