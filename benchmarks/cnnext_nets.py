@@ -5,8 +5,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnnext import layers, optimizers
-from cnnext.models import Sequential
+from cnnext import Sequential, layers, optimizers
 
 
 def lenet5() -> Sequential:
