@@ -215,6 +215,7 @@ def test_dropout_statistics_match_torch(rate):
     layer.dtype = np.dtype(np.float64)
     layer.build(x.shape[1:])
     y = layer.forward(x, training=True)
+    torch.manual_seed(0)
     yt = F.dropout(torch.tensor(x), p=rate, training=True).numpy()
     sigma = math.sqrt(rate * (1 - rate) / x.size)  # std of the zero fraction
     for out in (y, yt):
