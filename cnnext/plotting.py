@@ -76,7 +76,7 @@ def _conv_layer(model_or_layer: Any, layer: Any = None) -> Any:
     if layers is None:
         raise ValueError(f"expected a Conv2D layer or a model, got {type(model_or_layer).__name__}")
     if layer is None:
-        found = [l for l in layers if isinstance(l, Conv2D)]
+        found = [candidate for candidate in layers if isinstance(candidate, Conv2D)]
         if not found:
             raise ValueError("the model has no Conv2D layer to plot")
         return found[0]
@@ -92,7 +92,7 @@ def _find_layer(model: Any, layer: Any) -> Any:
         for candidate in model.layers:
             if candidate.name == layer:
                 return candidate
-        raise ValueError(f"no layer named {layer!r}; layers are {[l.name for l in model.layers]}")
+        raise ValueError(f"no layer named {layer!r}; layers are {[c.name for c in model.layers]}")
     if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
         if not -len(model.layers) <= layer < len(model.layers):
             raise ValueError(f"layer index {layer} out of range for {len(model.layers)} layers")
