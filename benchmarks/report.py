@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ops_bench import DIRECTIONS
+from targets import check_targets, times
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -45,7 +46,7 @@ def _rate(entry: dict[str, Any], unit: str) -> str:
 
 
 def _ratio(speed: dict[str, float]) -> str:
-    return f"**{speed['median']:.2f}x** (best {speed['best']:.2f}x)"
+    return f"**{times(speed['median'])}** (best {times(speed['best'])})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -117,7 +118,7 @@ def _scaling_section(scaling: dict[str, Any]) -> list[str]:
 
     def cell(point: dict[str, Any], lib: str, key: str) -> str:
         value, one_thread = point[lib][key], points[0][lib][key]
-        return f"{value:,.0f} ({value / one_thread:.1f}x)"
+        return f"{value:,.0f} ({times(value / one_thread)})"
 
     rows = [[str(p["threads"])] + [cell(p, lib, key) for lib, key in columns] for p in points]
     header = ["threads", "cnnext conv GFLOP/s", "PyTorch conv GFLOP/s",
@@ -155,8 +156,17 @@ def _workspace_section(reuse: dict[str, Any]) -> list[str]:
             + _table(header, rows) + [""])
 
 
+def _targets_section(results: dict[str, Any]) -> list[str]:
+    verdicts = {True: "yes", False: "**no**", None: "n/a"}
+    rows = [[row["target"], row["measured"], verdicts[row["met"]]]
+            for row in check_targets(results)]
+    return (["## Targets (issue 5)", ""] + _table(["target", "measured (median)", "met"], rows)
+            + [""])
+
+
 def markdown(results: dict[str, Any]) -> str:
-    sections = (_header(results), _ops_section(results["ops"]), _models_section(results["models"]),
+    sections = (_header(results), _targets_section(results), _ops_section(results["ops"]),
+                _models_section(results["models"]),
                 _scaling_section(results["scaling"]), _memory_section(results["memory"]),
                 _workspace_section(results["workspace"]))
     return "\n".join(line for section in sections for line in section)
