@@ -5,17 +5,19 @@ Both functions follow the backend contract in :mod:`cnnext.backend`: ``x`` is a 
 ``(top, bottom, left, right)`` and ``mode`` is ``"max"``, ``"min"`` or ``"avg"``. Padding never
 wins max/min and is not counted by avg.
 
-Each output row ``(n, oh)`` is reduced separably, so every inner loop runs over a whole contiguous
-row of ``W * C`` values (vectorised by the compiler even for small ``C``): first down the window's
-input rows into a padded row buffer, then across it with a sliding window of ``kw`` columns; the
-output keeps every ``sw``-th column. Min pooling is max pooling of ``-x`` (negation is exact and
-keeps NaNs). The backward pass of max/min tracks each candidate's row ``i`` and column ``j``
-inside the window, so ties go to the first cell in row-major order and the first NaN wins.
+Each output row ``(n, oh)`` is reduced in two steps. First down the window's input rows into a
+padded row buffer: one loop over the whole contiguous row of ``W * C`` values, which the compiler
+vectorises even for small ``C``. Then across ``kw`` columns: per window in the forward pass; in the
+backward pass by sliding the window along the whole row (long loops again), keeping every
+``sw``-th column. Min pooling is max pooling of ``-x`` (negation is exact and keeps NaNs). The
+backward pass of max/min carries each candidate's flat cell offset ``(i * W + w) * C + c`` as a
+key: ties go to the smaller key, which is the first cell in row-major order, and the first NaN
+wins.
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 import numpy as np
 
@@ -71,15 +73,16 @@ cdef inline void _fill_padding(floating* row, Geometry g, floating value) noexce
 
 
 cdef inline void _reduce_rows(const floating* x, Py_ssize_t nrows, Geometry g, int mode,
-                              const floating* column, floating* v, floating* key) noexcept nogil:
+                              const floating* cells, floating* v, floating* key) noexcept nogil:
     """Reduce the first ``g.Wr`` columns of ``nrows`` input rows at ``x`` into the padded row ``v``.
 
     avg: sum. max/min: the first largest ``sign * x`` down each column. With ``key`` (backward),
-    the winner's cell ``i * W + w`` is stored there (``column[t]`` holds ``w``), so comparing keys
-    orders cells row-major. Padding columns hold -inf with key ``kh * W`` (losing every tie), or 0.
+    the winner's flat offset from ``x`` is stored there (``cells[t]`` is ``t``). Padding columns
+    hold -inf with key ``kh * W * C`` (losing every tie), or 0 for avg.
     """
     cdef Py_ssize_t i, t
     cdef Py_ssize_t size = g.Wr * g.C
+    cdef Py_ssize_t stride = g.W * g.C
     cdef floating sign = -1 if mode == MIN else 1
     cdef floating val, best, held, row_start
     cdef bint wins
@@ -91,27 +94,44 @@ cdef inline void _reduce_rows(const floating* x, Py_ssize_t nrows, Geometry g, i
         for t in range(size):
             out[t] = x[t]
         for i in range(1, nrows):
-            row = x + i * g.W * g.C
+            row = x + i * stride
             for t in range(size):
                 out[t] += row[t]
         return
     _fill_padding(v, g, -INFINITY)
-    for t in range(size):
-        out[t] = sign * x[t]
     if key != NULL:
         out_key = key + g.left * g.C
-        _fill_padding(key, g, g.kh * g.W)
+        _fill_padding(key, g, g.kh * stride)
+    if nrows == 1:
         for t in range(size):
-            out_key[t] = column[t]
-    for i in range(1, nrows):
-        row = x + i * g.W * g.C
+            out[t] = sign * x[t]
+        if key != NULL:
+            memcpy(out_key, cells, size * sizeof(floating))
+        return
+    # rows 0 and 1 in one pass, then the rest
+    row = x + stride
+    if key == NULL:
+        for t in range(size):
+            best = sign * x[t]
+            val = sign * row[t]
+            out[t] = val if _beats(val, best) else best
+    else:
+        row_start = stride
+        for t in range(size):
+            best = sign * x[t]
+            val = sign * row[t]
+            wins = _beats(val, best)
+            out[t] = val if wins else best
+            out_key[t] = cells[t] + wins * row_start
+    for i in range(2, nrows):
+        row = x + i * stride
         if key == NULL:
             for t in range(size):
                 val = sign * row[t]
                 best = out[t]
                 out[t] = val if _beats(val, best) else best
         else:
-            row_start = i * g.W  # a float, and every load unconditional: the loop vectorises
+            row_start = i * stride  # a float, and every load unconditional: the loop vectorises
             for t in range(size):
                 val = sign * row[t]
                 best = out[t]
@@ -119,102 +139,106 @@ cdef inline void _reduce_rows(const floating* x, Py_ssize_t nrows, Geometry g, i
                 wins = _beats(val, best)
                 out[t] = val if wins else best
                 # a select would put the add under a branch, which blocks vectorisation
-                out_key[t] = held + wins * (row_start + column[t] - held)
+                out_key[t] = held + wins * (row_start + cells[t] - held)
 
 
-cdef inline void _reduce_cols(const floating* v, const floating* key, Geometry g, int mode,
-                              floating* m, floating* m_key) noexcept nogil:
-    """Slide a ``kw``-column window along the padded row ``v``: ``m[t]`` reduces columns
-    ``t, t + C, ..., t + (kw - 1) * C``. With ``key`` (max/min backward), ``m_key`` gets the
-    winner's key; a tie goes to the smaller key, i.e. the first cell in row-major order."""
-    cdef Py_ssize_t j, t
-    cdef Py_ssize_t span = ((g.Wo - 1) * g.sw + 1) * g.C
-    cdef const floating* col
-    cdef const floating* col_key
+cdef inline void _combine(floating* dst, floating* dst_key, const floating* a,
+                          const floating* a_key, const floating* b, const floating* b_key,
+                          Py_ssize_t n, int mode) noexcept nogil:
+    """``dst = a (+) b`` over ``n`` values, ``b`` being the later column (``dst`` may be ``a``).
+
+    avg: sum. max/min: ``b`` wins when it beats ``a``, or ties with a smaller key (an earlier row).
+    Keys are used only when ``dst_key`` is not NULL.
+    """
+    cdef Py_ssize_t c
     cdef floating val, best, new_key, held
     cdef bint wins
-    for t in range(span):
-        m[t] = v[t]
-    if key != NULL:
-        for t in range(span):
-            m_key[t] = key[t]
-    for j in range(1, g.kw):
-        col = v + j * g.C
-        if mode == AVG:
-            for t in range(span):
-                m[t] += col[t]
-        elif key == NULL:
-            for t in range(span):
-                val = col[t]
-                best = m[t]
-                m[t] = val if _beats(val, best) else best
-        else:
-            col_key = key + j * g.C
-            for t in range(span):
-                val = col[t]
-                best = m[t]
-                new_key = col_key[t]
-                held = m_key[t]
-                wins = _beats(val, best) | (_ties(val, best) & (new_key < held))
-                m[t] = val if wins else best
-                m_key[t] = new_key if wins else held
+    if mode == AVG:
+        for c in range(n):
+            dst[c] = a[c] + b[c]
+    elif dst_key == NULL:
+        for c in range(n):
+            val = b[c]
+            best = a[c]
+            dst[c] = val if _beats(val, best) else best
+    else:
+        for c in range(n):
+            val = b[c]
+            best = a[c]
+            new_key = b_key[c]
+            held = a_key[c]
+            wins = _beats(val, best) | (_ties(val, best) & (new_key < held))
+            dst[c] = val if wins else best
+            dst_key[c] = new_key if wins else held
+
+
+cdef inline void _reduce_windows(const floating* v, Geometry g, int mode,
+                                 floating* out) noexcept nogil:
+    """Reduce the ``kw`` columns of each window of the padded row ``v`` into ``out[ow * C + c]``."""
+    cdef Py_ssize_t ow, j
+    cdef Py_ssize_t C = g.C
+    cdef const floating* src
+    cdef floating* dst
+    for ow in range(g.Wo):
+        src = v + ow * g.sw * C
+        dst = out + ow * C
+        if g.kw == 1:
+            memcpy(dst, src, C * sizeof(floating))
+            continue
+        _combine(dst, NULL, src, NULL, src + C, NULL, C, mode)
+        for j in range(2, g.kw):
+            _combine(dst, NULL, dst, NULL, src + j * C, NULL, C, mode)
 
 
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
-                   int mode, floating[:, ::1] scratch, int nt) noexcept:
-    cdef Py_ssize_t r, n, oh, ow, c
-    cdef Span rows, cols
-    cdef floating sign = -1 if mode == MIN else 1
-    cdef floating count
+                   int mode, const floating[::1] ncols, floating[:, ::1] scratch,
+                   int nt) noexcept:
+    cdef Py_ssize_t r, n, oh, t
+    cdef Span rows
+    cdef floating nrows
     cdef floating* v
-    cdef floating* m
     cdef floating* out
     with nogil:
         for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
             n = r // g.Ho
             oh = r % g.Ho
             v = &scratch[omp_get_thread_num(), 0]
-            m = v + g.Wp * g.C
             rows = _clip(oh, g.sh, g.kh, g.top, g.H)
-            _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, NULL, v, NULL)
-            _reduce_cols(v, NULL, g, mode, m, NULL)
             out = &y[n, oh, 0, 0]
-            for ow in range(g.Wo):
-                if mode == AVG:
-                    cols = _clip(ow, g.sw, g.kw, g.left, g.W)
-                    count = (rows.hi - rows.lo) * (cols.hi - cols.lo)
-                    for c in range(g.C):
-                        out[ow * g.C + c] = m[ow * g.sw * g.C + c] / count
-                else:
-                    for c in range(g.C):
-                        out[ow * g.C + c] = sign * m[ow * g.sw * g.C + c]
+            _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, NULL, v, NULL)
+            _reduce_windows(v, g, mode, out)
+            if mode == MIN:
+                for t in range(g.Wo * g.C):
+                    out[t] = -out[t]
+            elif mode == AVG:
+                nrows = rows.hi - rows.lo
+                for t in range(g.Wo * g.C):
+                    out[t] /= nrows * ncols[t]
 
 
 cdef inline void _backward_row(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                                floating[:, :, :, ::1] dx, Py_ssize_t n, Py_ssize_t oh,
-                               Geometry g, int mode, const floating* column,
-                               floating* scratch) noexcept nogil:
+                               Geometry g, int mode, const floating* cells,
+                               const floating* ncols, floating* scratch) noexcept nogil:
     """Add the gradients of output row ``(n, oh)`` into ``dx``; ``scratch`` holds 4 padded rows."""
-    cdef Py_ssize_t ow, c, i, j, t
+    cdef Py_ssize_t ow, i, j, t
     cdef Py_ssize_t size = g.Wp * g.C
-    cdef Span rows, cols
-    cdef floating count
+    cdef Span rows
+    cdef floating nrows
     cdef const floating* grad = &dy[n, oh, 0, 0]
+    cdef floating* target
     cdef floating* spread = scratch
     cdef floating* share = scratch + size
-    cdef floating* target
     rows = _clip(oh, g.sh, g.kh, g.top, g.H)
     target = &dx[n, rows.lo, 0, 0]
     if mode == AVG:
-        # share[ow * sw * C + c] = dy / count; spread[t] = sum_j share[t - j * C]
+        # share: dy / count at each window's first column; spread[t] = sum_j share[t - j * C]
+        nrows = rows.hi - rows.lo
         memset(share, 0, size * sizeof(floating))
         for ow in range(g.Wo):
-            cols = _clip(ow, g.sw, g.kw, g.left, g.W)
-            count = (rows.hi - rows.lo) * (cols.hi - cols.lo)
-            for c in range(g.C):
-                share[ow * g.sw * g.C + c] = grad[ow * g.C + c] / count
-        for t in range(size):
-            spread[t] = share[t]
+            for t in range(ow * g.C, (ow + 1) * g.C):
+                share[ow * (g.sw - 1) * g.C + t] = grad[t] / (nrows * ncols[t])
+        memcpy(spread, share, size * sizeof(floating))
         for j in range(1, g.kw):
             for t in range(j * g.C, size):
                 spread[t] += share[t - j * g.C]
@@ -224,19 +248,26 @@ cdef inline void _backward_row(const floating[:, :, :, ::1] x, const floating[:,
         return
     cdef floating* v = scratch
     cdef floating* key = v + size
-    cdef floating* m = key + size
-    cdef floating* m_key = m + size
-    _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, column, v, key)
-    _reduce_cols(v, key, g, mode, m, m_key)
+    cdef floating* best = key + size
+    cdef floating* best_key = best + size
+    cdef Py_ssize_t span = ((g.Wo - 1) * g.sw + 1) * g.C
+    _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, cells, v, key)
+    # slide the window along the whole row (long vectorised loops), then read every sw-th column
+    cdef const floating* winner = key  # kw == 1: each column is its own window
+    if g.kw > 1:
+        _combine(best, best_key, v, key, v + g.C, key + g.C, span, mode)
+        for j in range(2, g.kw):
+            _combine(best, best_key, best, best_key, v + j * g.C, key + j * g.C, span, mode)
+        winner = best_key
     for ow in range(g.Wo):
-        for c in range(g.C):
-            target[<Py_ssize_t>m_key[ow * g.sw * g.C + c] * g.C + c] += grad[ow * g.C + c]
+        for t in range(g.C):
+            target[<Py_ssize_t>winner[ow * g.sw * g.C + t]] += grad[ow * g.C + t]
 
 
 cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                              floating[:, :, :, ::1] dx, Geometry g, int mode,
-                             const floating[::1] column, floating[:, ::1] scratch,
-                             int nt) noexcept:
+                             const floating[::1] cells, const floating[::1] ncols,
+                             floating[:, ::1] scratch, int nt) noexcept:
     """stride >= size: each output row owns a band of input rows; zero it, then add into it."""
     cdef Py_ssize_t r, n, oh, lo, hi
     with nogil:
@@ -246,22 +277,22 @@ cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :
             lo = 0 if oh == 0 else oh * g.sh - g.top
             hi = g.H if oh == g.Ho - 1 else (oh + 1) * g.sh - g.top
             memset(&dx[n, lo, 0, 0], 0, (hi - lo) * g.W * g.C * sizeof(floating))
-            _backward_row(x, dy, dx, n, oh, g, mode, &column[0],
-                              &scratch[omp_get_thread_num(), 0])
+            _backward_row(x, dy, dx, n, oh, g, mode, &cells[0], &ncols[0],
+                          &scratch[omp_get_thread_num(), 0])
 
 
 cdef void _backward_overlapping(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                                 floating[:, :, :, ::1] dx, Geometry g, int mode,
-                                const floating[::1] column, floating[:, ::1] scratch,
-                                int nt) noexcept:
+                                const floating[::1] cells, const floating[::1] ncols,
+                                floating[:, ::1] scratch, int nt) noexcept:
     """stride < size: windows share cells, so each thread owns whole images of the batch."""
     cdef Py_ssize_t n, oh
     with nogil:
         for n in prange(x.shape[0], num_threads=nt, schedule="static"):
             memset(&dx[n, 0, 0, 0], 0, g.H * g.W * g.C * sizeof(floating))
             for oh in range(g.Ho):
-                _backward_row(x, dy, dx, n, oh, g, mode, &column[0],
-                                  &scratch[omp_get_thread_num(), 0])
+                _backward_row(x, dy, dx, n, oh, g, mode, &cells[0], &ncols[0],
+                              &scratch[omp_get_thread_num(), 0])
 
 
 cdef Geometry _geometry(shape, size, stride, padding):
@@ -277,6 +308,13 @@ cdef Geometry _geometry(shape, size, stride, padding):
     return g
 
 
+cdef _column_counts(Geometry g, dtype):
+    """Real columns in the window of each output entry, ``(Wo * C,)``."""
+    start = np.arange(g.Wo) * g.sw - g.left
+    counts = np.clip(start + g.kw, 0, g.W) - np.clip(start, 0, g.W)
+    return np.repeat(counts.astype(dtype), g.C)
+
+
 def pool2d_forward(x, size, stride, padding, mode):
     """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)``.
 
@@ -286,11 +324,12 @@ def pool2d_forward(x, size, stride, padding, mode):
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
     y = np.empty((x.shape[0], g.Ho, g.Wo, g.C), dtype=x.dtype)
-    scratch = np.empty((nt, 2 * g.Wp * g.C), dtype=x.dtype)
+    ncols = _column_counts(g, x.dtype)
+    scratch = np.empty((nt, g.Wp * g.C), dtype=x.dtype)
     if x.dtype == np.float32:
-        _forward[float](x, y, g, code, scratch, nt)
+        _forward[float](x, y, g, code, ncols, scratch, nt)
     else:
-        _forward[double](x, y, g, code, scratch, nt)
+        _forward[double](x, y, g, code, ncols, scratch, nt)
     return y
 
 
@@ -304,24 +343,23 @@ def pool2d_backward(dy, x, size, stride, padding, mode):
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
     cdef bint disjoint = g.sh >= g.kh and g.sw >= g.kw
-    if x.dtype == np.float32 and (g.kh + 1) * g.W > 1 << 24:
-        # cell keys (< (kh + 1) * W) would not all be exact in float32
+    if x.dtype == np.float32 and (g.kh + 1) * g.W * g.C > 1 << 24:
+        # cell keys (< (kh + 1) * W * C) would not all be exact in float32
         dx = pool2d_backward(dy.astype(np.float64), x.astype(np.float64), size, stride, padding,
                              mode)
         return dx.astype(np.float32)
     dx = np.empty_like(x)
-    column = np.repeat(np.arange(g.Wr, dtype=x.dtype), g.C)  # column w of each row entry
-    if column.size == 0:
-        column = np.zeros(1, dtype=x.dtype)
+    cells = np.arange(g.Wr * g.C, dtype=x.dtype)
+    ncols = _column_counts(g, x.dtype)
     scratch = np.empty((nt, 4 * g.Wp * g.C), dtype=x.dtype)
     if x.dtype == np.float32:
         if disjoint:
-            _backward_disjoint[float](x, dy, dx, g, code, column, scratch, nt)
+            _backward_disjoint[float](x, dy, dx, g, code, cells, ncols, scratch, nt)
         else:
-            _backward_overlapping[float](x, dy, dx, g, code, column, scratch, nt)
+            _backward_overlapping[float](x, dy, dx, g, code, cells, ncols, scratch, nt)
     else:
         if disjoint:
-            _backward_disjoint[double](x, dy, dx, g, code, column, scratch, nt)
+            _backward_disjoint[double](x, dy, dx, g, code, cells, ncols, scratch, nt)
         else:
-            _backward_overlapping[double](x, dy, dx, g, code, column, scratch, nt)
+            _backward_overlapping[double](x, dy, dx, g, code, cells, ncols, scratch, nt)
     return dx
