@@ -2,12 +2,15 @@
 from . import (
     activations,
     callbacks,
+    datasets,
     initializers,
     layers,
     losses,
     metrics,
     ops,
     optimizers,
+    preprocessing,
+    presets,
     schedules,
 )
 from ._config import __version__, config, get_num_threads, set_num_threads, show_config
@@ -23,6 +26,7 @@ __all__ = [
     "available_backends",
     "callbacks",
     "config",
+    "datasets",
     "get_backend",
     "get_num_threads",
     "initializers",
@@ -32,6 +36,8 @@ __all__ = [
     "metrics",
     "ops",
     "optimizers",
+    "preprocessing",
+    "presets",
     "save_model",
     "schedules",
     "set_backend",
