@@ -10,6 +10,7 @@ from libc.string cimport memcpy
 
 import numpy as np
 
+from _openmp cimport omp_get_thread_num
 from cnnext._config import get_num_threads
 
 
@@ -35,11 +36,13 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
 
 
 cdef void _backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                    Py_ssize_t sh, Py_ssize_t sw, int nt) noexcept:
+                    Py_ssize_t sh, Py_ssize_t sw, floating[:, ::1] scratch, int nt) noexcept:
     cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
-    cdef Py_ssize_t r, n, h, w, j, c, i
+    cdef Py_ssize_t r, n, h, w, j, c, i, t
     cdef Py_ssize_t grad_row = W * sw * C
     cdef const floating* src
+    cdef const floating* block
+    cdef floating* rows
     cdef floating* dst
     with nogil:
         for r in prange(dx.shape[0] * H, num_threads=nt, schedule="static"):
@@ -47,14 +50,19 @@ cdef void _backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
             h = r % H
             src = &dy[n, h * sh, 0, 0]
             dst = &dx[n, h, 0, 0]
+            # sum the sh gradient rows (contiguous, vectorised), then the sw columns of each block
+            rows = &scratch[omp_get_thread_num(), 0]
+            memcpy(rows, src, grad_row * sizeof(floating))
+            for i in range(1, sh):
+                for t in range(grad_row):
+                    rows[t] += src[i * grad_row + t]
             for w in range(W):
+                block = rows + w * sw * C
                 for c in range(C):
-                    dst[w * C + c] = 0
-            for i in range(sh):
-                for w in range(W):
-                    for j in range(sw):
-                        for c in range(C):
-                            dst[w * C + c] += src[i * grad_row + (w * sw + j) * C + c]
+                    dst[w * C + c] = block[c]
+                for j in range(1, sw):
+                    for c in range(C):
+                        dst[w * C + c] += block[j * C + c]
 
 
 def upsample2d_forward(x, scale):
@@ -76,8 +84,9 @@ def upsample2d_backward(dy, scale):
     cdef int nt = get_num_threads()
     n, ho, wo, c = dy.shape
     dx = np.empty((n, ho // sh, wo // sw, c), dtype=dy.dtype)
+    scratch = np.empty((nt, wo * c), dtype=dy.dtype)
     if dy.dtype == np.float32:
-        _backward[float](dy, dx, sh, sw, nt)
+        _backward[float](dy, dx, sh, sw, scratch, nt)
     else:
-        _backward[double](dy, dx, sh, sw, nt)
+        _backward[double](dy, dx, sh, sw, scratch, nt)
     return dx
