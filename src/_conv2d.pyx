@@ -16,6 +16,8 @@ Two algorithms, chosen per call from the shapes:
 Weight and bias gradients are summed per fixed batch chunk (the split depends on the shapes only)
 and the chunks are added in order, so results do not depend on the thread count.
 """
+import threading
+
 import numpy as np
 
 from cnnext._config import get_num_threads
@@ -26,6 +28,23 @@ include "_conv_kernels.pxi"
 WEIGHT_GRAD_CHUNKS = 16
 # GEMM path: an im2col buffer holds at most this many elements (but always one whole sample).
 GEMM_TILE_ELEMENTS = 1 << 22
+
+
+_workspace = threading.local()
+
+
+def _scratch(name: str, shape, dtype, zero: bool = False):
+    """A scratch array for one step of one call, backed by a buffer kept per Python thread and
+    per ``name`` and grown on demand: reusing it spares the page faults of fresh large arrays."""
+    buffers = _workspace.__dict__.setdefault("buffers", {})
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buf = buffers.get(name)
+    if buf is None or buf.nbytes < nbytes:
+        buf = buffers[name] = np.empty(nbytes, dtype=np.uint8)
+    arr = buf[:nbytes].view(dtype).reshape(shape)
+    if zero:
+        arr.fill(0)
+    return arr
 
 
 def _round_up(n: int, m: int) -> int:
@@ -74,7 +93,7 @@ def _padded_input(x, padding, Wo, KW, sw, dw, nt) -> np.ndarray:
     N, H, W, C = x.shape
     top, bottom, left, right = padding
     Wp = max(W + left + right, (_round_up(Wo, CNX_RB) - 1) * sw + (KW - 1) * dw + 1)
-    xpad = np.zeros((N, H + top + bottom, Wp, C), dtype=x.dtype)
+    xpad = _scratch("xpad", (N, H + top + bottom, Wp, C), x.dtype, zero=True)
     _place(x, xpad, top, left, 1, 1, nt)
     return xpad
 
@@ -99,6 +118,14 @@ def conv2d_backward(dy, x, w, stride, padding, dilation):
 def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
+    (top, bottom, left, right) = padding
+    L, taps = _lanes(x.dtype), KH * KW * C
+    if stride[0] == stride[1] == 1 and _cost_pixel_lanes(
+        Ho, W + left + right, taps, F, L
+    ) < _cost_channel_lanes(Ho, Wo, taps, F, L):
+        bias = np.zeros(F, dtype=x.dtype) if b is None else b
+        return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
+                                w, bias, (Ho, Wo), dilation, get_num_threads())
     Fp = _round_up(F, _lanes(x.dtype))
     nt = get_num_threads()
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
@@ -114,11 +141,20 @@ def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
 def _backward_direct(dy, x, w, stride, padding, dilation):
     nt = get_num_threads()
     dw, db = _weight_grad_direct(dy, x, w, stride, padding, dilation, nt)
-    if x.shape[3] >= _lanes(x.dtype) and stride[0] == stride[1] == 1:
-        dx = _input_grad_gather(dy, x, w, padding, dilation, nt)
-    else:
-        dx = _input_grad_scatter(dy, x, w, stride, padding, dilation, nt)
-    return dx, dw, db
+    return _input_grad_direct(dy, x, w, stride, padding, dilation, nt), dw, db
+
+
+def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
+    """Input gradient by the cheaper of a pixel-lane transposed convolution and a scatter."""
+    _, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
+    L, dil_w = _lanes(x.dtype), dilation[1]
+    planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
+    scatter = _cost_scatter(Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
+    if planar < scatter:
+        return _input_grad_planar(dy, x, w, stride, padding, dilation, nt)
+    return _input_grad_scatter(dy, x, w, stride, padding, dilation, nt)
 
 
 def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
@@ -130,10 +166,10 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     dyp = dy
     if Fp != F:
-        dyp = np.zeros((N, Ho, Wo, Fp), dtype=x.dtype)
+        dyp = _scratch("dyp", (N, Ho, Wo, Fp), x.dtype, zero=True)
         _place(dy, dyp, 0, 0, 1, 1, nt)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
-    dwc = np.zeros((chunks, KH, KW * C, Fp), dtype=x.dtype)
+    dwc = _scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype, zero=True)
     dbc = np.zeros((chunks, Fp), dtype=x.dtype)
     _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
                         stride[1], dilation[0], nt)
@@ -141,21 +177,17 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
 
 
-def _input_grad_gather(dy, x, w, padding, dilation, nt):
-    """Input gradient as a stride-1 transposed convolution: the direct kernel run over the padded
-    output gradient with the flipped, channel-swapped kernel (many input channels)."""
+def _input_grad_planar(dy, x, w, stride, padding, dilation, nt):
+    """Input gradient as a stride-1 transposed convolution in pixel lanes: ``dy`` zero-interleaved
+    by the stride and padded by the kernel extent, convolved with the flipped kernel (few input
+    channels)."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
-    (top, _, left, _), (dh, dw) = padding, dilation
-    Cp = _round_up(C, _lanes(x.dtype))
-    Wg = max(W + (KW - 1) * dw, _round_up(W, CNX_RB) + (KW - 1) * dw)
-    grad = np.zeros((N, H + (KH - 1) * dh, Wg, F), dtype=x.dtype)
-    _place(dy, grad, (KH - 1) * dh - top, (KW - 1) * dw - left, 1, 1, nt)
-    w_flipped = _pad_channels(np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)), Cp)
-    dx = np.empty_like(x)
-    _direct_conv(grad, w_flipped, np.zeros(Cp, dtype=x.dtype), _tap_offsets(KW, F, dw), dx,
-                 1, 1, dh, nt)
-    return dx
+    (sh, sw), (top, _, left, _), (dh, dw) = stride, padding, dilation
+    w_flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
+    return _conv_via_planes(dy, ((KH - 1) * dh - top, (KW - 1) * dw - left), stride,
+                            (H + (KH - 1) * dh, W + (KW - 1) * dw), w_flipped,
+                            np.zeros(C, dtype=x.dtype), (H, W), dilation, nt)
 
 
 def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
@@ -169,11 +201,49 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
     Sp = _round_up(span, _lanes(x.dtype))
     wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
     wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
-    dxpad = np.zeros((N, Hp * Wp * C + Sp), dtype=x.dtype)
+    dxpad = _scratch("dxpad", (N, Hp * Wp * C + Sp), x.dtype, zero=True)
     _scatter_input_grad(dy, wt, dxpad, Wp, C, sh, sw, dh, nt)
     dx = np.empty_like(x)
     _place(dxpad[:, : Hp * Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
     return dx
+
+
+# Cost model (vector multiply-adds per sample) choosing between the direct kernels. Pixel-lane
+# kernels load a vector per multiply-add, hence the factor 2; a scattered update of the input
+# gradient costs about 8 multiply-adds (read-modify-write of overlapping vectors).
+def _cost_channel_lanes(Ho, Wo, taps, Cout, L) -> int:
+    return Ho * _round_up(Wo, CNX_RB) * taps * -(-Cout // L)
+
+
+def _cost_pixel_lanes(Ho, pitch, taps, Cout, L) -> int:
+    return 2 * Ho * pitch * taps * Cout // L
+
+
+def _cost_scatter(Ho, Wo, KH, span, F, L) -> int:
+    return Ho * Wo * KH * -(-span // L) * (F + 8)
+
+
+def _conv_via_planes(src, origin, spread, plane_hw, w, bias, out_hw, dilation, nt):
+    """Stride-1 convolution computed with pixels in vector lanes (few output channels).
+
+    ``src (N, A, B, Cin)`` goes into zeroed channel planes of ``plane_hw`` cells, cell
+    ``(i, j)`` at ``origin + (i, j) * spread`` (padding, or zero-interleaving for a transposed
+    convolution); the planes are convolved with ``w (KH, KW, Cin, Cout)`` at ``dilation`` and
+    ``bias (Cout,)`` is added; returns ``(N, Ho, Wo, Cout)`` for ``out_hw = (Ho, Wo)``.
+    """
+    N = src.shape[0]
+    KH, KW, Cin, Cout = w.shape
+    (rows, pitch), (Ho, Wo), (dh, dw) = plane_hw, out_hw, dilation
+    qoff = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel().astype(np.intp)
+    nq = max(Ho * pitch, CNX_QB * _lanes(src.dtype))  # outputs computed per plane
+    planes = _scratch("planes", (N, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
+                      zero=True)
+    _to_planes(src, planes, rows, pitch, origin[0], origin[1], spread[0], spread[1], nt)
+    out = _scratch("planes_out", (N, Cout, nq), src.dtype)
+    _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), out, Ho * pitch, nt)
+    y = np.empty((N, Ho, Wo, Cout), dtype=src.dtype)
+    _from_planes(out, pitch, bias, y, nt)
+    return y
 
 
 def _gemm_chunk(N, Ho, Wo, K) -> int:
@@ -191,7 +261,7 @@ def _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo):
     y = np.empty((N, Ho, Wo, F), dtype=x.dtype)
     y2d = y.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
-    cols = np.empty((step * P, K), dtype=x.dtype)
+    cols = _scratch("cols", (step * P, K), x.dtype)
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
         _im2col(x, cols, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
@@ -211,8 +281,8 @@ def _backward_gemm(dy, x, w, stride, padding, dilation):
     w2d = w.reshape(K, F)
     dy2d = dy.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
-    cols = np.empty((step * P, K), dtype=x.dtype)
-    dcols = np.empty_like(cols)
+    cols = _scratch("cols", (step * P, K), x.dtype)
+    dcols = _scratch("dcols", (step * P, K), x.dtype)
     dx = np.empty_like(x)
     dw2d = np.zeros((K, F), dtype=x.dtype)
     part = np.empty_like(dw2d)

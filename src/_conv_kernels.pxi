@@ -18,6 +18,7 @@ cdef extern from "_conv_simd.h" nogil:
         CNX_LANES_F  # float lanes per vector
         CNX_LANES_D  # double lanes per vector
         CNX_VBYTES  # vector width in bytes (16 SSE2, 32 AVX, 64 AVX-512)
+        CNX_QB  # pixel-lane block, in vectors
     void cnx_direct_row_f(const float* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
                           const Py_ssize_t* toff, ptrdiff_t ntaps, const float* w, ptrdiff_t Fp,
                           const float* bias, float* y, ptrdiff_t Wo, ptrdiff_t F)
@@ -30,6 +31,12 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_weight_grad_d(const double* x, ptrdiff_t row_step, ptrdiff_t pix,
                            const Py_ssize_t* toff, ptrdiff_t ntaps, const double* dy,
                            ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, double* dw)
+    void cnx_planar_conv_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
+                           const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* w,
+                           ptrdiff_t Cout, ptrdiff_t co, float* out, ptrdiff_t nq)
+    void cnx_planar_conv_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
+                           const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* w,
+                           ptrdiff_t Cout, ptrdiff_t co, double* out, ptrdiff_t nq)
     void cnx_input_grad_row_f(const float* dy, ptrdiff_t Wo, ptrdiff_t F, const float* wt,
                               ptrdiff_t KH, ptrdiff_t Sp, float* dx, ptrdiff_t kh_step,
                               ptrdiff_t pix)
@@ -65,6 +72,16 @@ cdef inline void _input_grad_row(const floating* dy, Py_ssize_t Wo, Py_ssize_t F
         cnx_input_grad_row_f(dy, Wo, F, wt, KH, Sp, dx, kh_step, pix)
     else:
         cnx_input_grad_row_d(dy, Wo, F, wt, KH, Sp, dx, kh_step, pix)
+
+
+cdef inline void _planar_plane(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
+                               const Py_ssize_t* qoff, Py_ssize_t ntaps, const floating* w,
+                               Py_ssize_t Cout, Py_ssize_t co, floating* out,
+                               Py_ssize_t nq) noexcept nogil:
+    if floating is float:
+        cnx_planar_conv_f(inp, plane, Cin, qoff, ntaps, w, Cout, co, out, nq)
+    else:
+        cnx_planar_conv_d(inp, plane, Cin, qoff, ntaps, w, Cout, co, out, nq)
 
 
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
@@ -115,6 +132,60 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
                                 &dyp[n, 0, 0, 0], Ho, Wo, Fp, &dwc[k, kh, 0, 0])
             if kh == 0:
                 _bias_grad_sample(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
+
+
+def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
+                 const floating[:, :, ::1] w, floating[:, :, ::1] out, Py_ssize_t nq, int nt):
+    """Stride-1 convolution of channel planes ``planes (N, Cin, PL)`` with ``w (T, Cin, Cout)``
+    at the tap offsets ``qoff (T,)`` into ``out (N, Cout, PO)`` (first ``nq`` values of each
+    plane; see cnx_planar_conv for the sizes); one task per (sample, output channel)."""
+    cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
+    cdef Py_ssize_t ntaps = w.shape[0], Cout = w.shape[2]
+    cdef Py_ssize_t item, n, co
+    if N == 0:
+        return
+    for item in prange(N * Cout, nogil=True, num_threads=nt, schedule="static"):
+        n = item // Cout
+        co = item % Cout
+        _planar_plane(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co,
+                      &out[n, co, 0], nq)
+
+
+def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_ssize_t rows,
+               Py_ssize_t pitch, Py_ssize_t r0, Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc,
+               int nt):
+    """``planes[n, c, (r0 + i*sr) * pitch + c0 + j*sc] = src[n, i, j, c]`` wherever that cell
+    lies inside the ``(rows, pitch)`` plane; other cells are left alone."""
+    cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
+    cdef Py_ssize_t item, n, i, j, c, r, col
+    if N == 0:
+        return
+    for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
+        n = item // A
+        i = item % A
+        r = r0 + i * sr
+        if r < 0 or r >= rows:
+            continue
+        for j in range(B):
+            col = c0 + j * sc
+            if 0 <= col < pitch:
+                for c in range(C):
+                    planes[n, c, r * pitch + col] = src[n, i, j, c]
+
+
+def _from_planes(const floating[:, :, ::1] planes, Py_ssize_t pitch, const floating[::1] bias,
+                 floating[:, :, :, ::1] dst, int nt):
+    """``dst[n, i, j, c] = planes[n, c, i * pitch + j] + bias[c]`` for every cell of ``dst``."""
+    cdef Py_ssize_t N = dst.shape[0], A = dst.shape[1], B = dst.shape[2], C = dst.shape[3]
+    cdef Py_ssize_t item, n, i, j, c
+    if N == 0:
+        return
+    for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
+        n = item // A
+        i = item % A
+        for j in range(B):
+            for c in range(C):
+                dst[n, i, j, c] = planes[n, c, i * pitch + j] + bias[c]
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,

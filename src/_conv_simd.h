@@ -14,12 +14,15 @@
 #if defined(__AVX512F__)
 #define CNX_VBYTES 64
 #define CNX_RB 12 /* register block: 12 accumulators of 32 vector registers */
+#define CNX_QB 6  /* pixel-lane block: 6 vectors (loads bound it, not registers) */
 #elif defined(__AVX__)
 #define CNX_VBYTES 32
 #define CNX_RB 6 /* 6 accumulators of 16 vector registers */
+#define CNX_QB 6
 #else
 #define CNX_VBYTES 16
 #define CNX_RB 6
+#define CNX_QB 6
 #endif
 
 #define CNX_LANES_F (CNX_VBYTES / 4) /* float lanes per vector */

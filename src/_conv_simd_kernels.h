@@ -138,5 +138,36 @@ static void CNX_NAME(cnx_input_grad_row)(const CNX_T* dy, ptrdiff_t Wo, ptrdiff_
     }
 }
 
+/* Stride-1 convolution over channel planes, output pixels in vector lanes (few output
+ * channels). Computes output plane `co`: out[q] = sum_{c, t} w[(t * Cin + c) * Cout + co] *
+ * in[c * plane + q + qoff[t]] for q in [0, nq), where q flattens (row, column) with the input's
+ * row pitch (columns past the output width are computed and dropped by the caller). Works in
+ * blocks of CNX_QB vectors; the last block is moved back to end at nq, so every plane must allow
+ * reads up to max(nq, CNX_QB * L) + max(qoff) and out must hold max(nq, CNX_QB * L) values. */
+static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_t Cin,
+                                      const ptrdiff_t* qoff, ptrdiff_t ntaps, const CNX_T* w,
+                                      ptrdiff_t Cout, ptrdiff_t co, CNX_T* out, ptrdiff_t nq)
+{
+    const ptrdiff_t block = CNX_QB * CNX_L;
+    for (ptrdiff_t q = 0; q < nq; q += block) {
+        const ptrdiff_t q0 = q + block > nq && nq >= block ? nq - block : q;
+        CNX_V acc[CNX_QB];
+        for (int r = 0; r < CNX_QB; r++)
+            acc[r] = (CNX_V){0};
+        for (ptrdiff_t c = 0; c < Cin; c++) {
+            const CNX_T* ic = in + c * plane + q0;
+            const CNX_T* wc = w + c * Cout + co;
+            for (ptrdiff_t t = 0; t < ntaps; t++) {
+                const CNX_T* src = ic + qoff[t];
+                const CNX_T wv = wc[t * Cin * Cout];
+                for (int r = 0; r < CNX_QB; r++)
+                    acc[r] += CNX_NAME(cnx_load)(src + r * CNX_L) * wv;
+            }
+        }
+        for (int r = 0; r < CNX_QB; r++)
+            CNX_NAME(cnx_store)(out + q0 + r * CNX_L, acc[r], CNX_L);
+    }
+}
+
 #undef CNX_V
 #undef CNX_L
