@@ -1,0 +1,492 @@
+"""Fuzzing the six public ops with hypothesis: random shapes (zeros, 1x200 images, wrong ndim),
+dtypes (ints, bools, uint8, float16/32/64, complex, object, strings, datetimes, longdouble),
+layouts (Fortran, strided, reversed, read-only, broadcast views, nested lists), NaN/Inf values and
+hyper-parameters in and out of range or of the wrong type.
+
+An independent oracle, written from the documented contract (cnnext.ops docstring), lists the
+problems of each generated call. A call without problems must succeed on every backend with the
+predicted shape and dtype, equal values on the compiled kernels and the NumPy twin (NaN in the
+same places), and unmodified inputs. A call with problems must raise, on every backend, the same
+ValueError/TypeError/MemoryError whose message starts with the op name and names one of them.
+
+Every op call is counted; each test asserts it made its share, and the shares add up to at least
+TOTAL_CALLS (the issue asks for 10,000 generated calls).
+"""
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from numbers import Integral
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
+
+from cnnext import backend, ops
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN/Inf arithmetic
+BACKENDS = backend.available_backends()
+TOTAL_CALLS = 10_000
+# Share of TOTAL_CALLS per op; examples = calls / backends (each example calls every backend).
+SHARES = {"conv2d": 0.2, "conv2d_backward": 0.2, "pool2d": 0.18, "pool2d_backward": 0.18,
+          "upsample2d": 0.12, "upsample2d_backward": 0.12}
+EXAMPLES = {op: math.ceil(TOTAL_CALLS * share / len(BACKENDS)) for op, share in SHARES.items()}
+TALLY: Counter = Counter()
+MAX_PARAMETER = 2**31 - 1
+MEMORY = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+FUZZ = settings(deadline=None, database=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+# --- generated inputs ---------------------------------------------------------------------------
+
+GOOD_DTYPES = ["float32", "float64"]
+OTHER_DTYPES = ["float16", "int8", "int32", "int64", "uint8", "bool", "complex64", "complex128",
+                "object", "U3", "S2", "datetime64[s]", "longdouble"]
+LAYOUTS = ["C", "F", "strided", "reversed", "readonly", "broadcast", "list"]
+JUNK_ARRAYS = [None, 3.0, "abc", [[1.0], [1.0, 2.0]], {}, b"xy"]
+BAD_TYPES = [None, 1.0, 2.5, float("nan"), "2", True, False, [1], (1, 2, 3), (1.0, 2), [None, 1],
+             {}, b"1", np.float64(2.0), 1j]
+BAD_VALUES = [0, -1, -7, (0, 1), [2, -1], (-3, -3)]
+TOO_LARGE = [2**31, 10**20, (1, 2**31)]
+
+
+def _pick(data, weights: dict):
+    """One key of ``weights`` drawn with (roughly) the given percentages."""
+    roll = data.draw(st.integers(0, sum(weights.values()) - 1))
+    for key, weight in weights.items():
+        roll -= weight
+        if roll < 0:
+            return key
+    raise AssertionError
+
+
+def draw_shape(data, base: tuple) -> tuple:
+    """``base`` mostly; sometimes with zero dims, a 1x200-style ratio or the wrong ndim."""
+    kind = _pick(data, {"base": 70, "zero": 10, "ratio": 10, "ndim": 10})
+    shape = list(base)
+    if kind == "zero":
+        shape[data.draw(st.integers(0, len(shape) - 1))] = 0
+    elif kind == "ratio" and len(shape) == 4:
+        shape[1:3] = data.draw(st.sampled_from([(1, 200), (200, 1), (2, 97), (64, 1)]))
+    elif kind == "ndim":
+        shape = shape[:-1] if data.draw(st.booleans()) else shape + [1]
+    return tuple(shape)
+
+
+def make_array(data, shape: tuple, dtype_weights: dict | None = None):
+    """An array-like of ``shape``: random dtype, values (NaN/Inf included) and layout, or junk."""
+    if _pick(data, {"array": 97, "junk": 3}) == "junk":
+        return data.draw(st.sampled_from(JUNK_ARRAYS))
+    good = _pick(data, dtype_weights or {"good": 80, "other": 20}) == "good"
+    dtype = np.dtype(data.draw(st.sampled_from(GOOD_DTYPES if good else OTHER_DTYPES)))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    if dtype.kind in "US":
+        a = np.full(shape, "ab", dtype)
+    elif dtype.kind == "M":
+        a = np.zeros(shape, dtype)
+    elif dtype.kind == "b":
+        a = rng.random(shape) < 0.5
+    elif dtype.kind in "iu":
+        a = rng.integers(0 if dtype.kind == "u" else -3, 4, size=shape).astype(dtype)
+    elif dtype.kind == "c":
+        a = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+    else:
+        a = rng.normal(size=shape).astype(dtype)
+        if a.size and dtype.kind == "f" and data.draw(st.integers(0, 9)) == 0:
+            for _ in range(data.draw(st.integers(1, 3))):
+                a.flat[rng.integers(a.size)] = rng.choice([np.nan, np.inf, -np.inf])
+    layout = data.draw(st.sampled_from(LAYOUTS))
+    if layout == "F":
+        a = np.asfortranarray(a)
+    elif layout == "strided" and a.ndim:
+        a = np.repeat(a, 2, axis=-1)[..., ::2]
+    elif layout == "reversed" and a.ndim:
+        a = np.flip(np.flip(a, axis=0).copy(), axis=0)
+    elif layout == "readonly":
+        a.setflags(write=False)
+    elif layout == "broadcast" and a.ndim:
+        a = np.broadcast_to(a[:1], shape)
+    elif layout == "list":
+        return a.tolist()
+    return a
+
+
+def draw_int_param(data, small: st.SearchStrategy, huge: list, moderate=(5, 40)):
+    """An int-or-pair hyper-parameter: mostly valid, else out of range or of a wrong type."""
+    kind = _pick(data, {"valid": 70, "moderate": 6, "bad_value": 8, "bad_type": 8,
+                        "too_large": 4, "huge": 4 if huge else 0})
+    if kind == "valid":
+        form = data.draw(st.sampled_from(["int", "np", "tuple", "list"]))
+        if form in ("tuple", "list"):
+            pair = (data.draw(small), data.draw(small))
+            return pair if form == "tuple" else list(pair)
+        value = data.draw(small)
+        return np.int64(value) if form == "np" else value
+    if kind == "moderate":
+        return data.draw(st.integers(*moderate))
+    pool = {"bad_value": BAD_VALUES, "bad_type": BAD_TYPES, "too_large": TOO_LARGE, "huge": huge}
+    return data.draw(st.sampled_from(pool[kind]))
+
+
+def draw_padding(data, small_max: int = 3):
+    kind = _pick(data, {"param": 75, "string": 15, "bad_string": 5, "bad_type": 5})
+    if kind == "param":
+        return draw_int_param(data, st.integers(0, small_max), [10**6, MAX_PARAMETER], (4, 20))
+    if kind == "string":
+        return data.draw(st.sampled_from(["same", "valid", "SAME", "Valid"]))
+    if kind == "bad_string":
+        return data.draw(st.sampled_from(["full", "", "causal", "same "]))
+    return data.draw(st.sampled_from([1.5, None, [1, 2, 3], (1,), True, {}]))
+
+
+# --- the oracle: problems of a call, from the documented contract -----------------------------
+
+class Oracle:
+    """Collects the problems of one call as ``(exception type, substrings of its message)``."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[type, tuple[str, ...]]] = []
+
+    def add(self, exc: type, *words: str) -> None:
+        self.problems.append((exc, words))
+
+    def array(self, name: str, arg, ndim: int):
+        """``np.asarray(arg)`` when it is a usable float array of ``ndim`` dims, else None."""
+        try:
+            a = np.asarray(arg)
+        except ValueError:
+            return self.add(ValueError, f"{name} is not a rectangular array")
+        convertible = a.dtype.kind in "biu" or a.dtype.char in "efd"
+        if not convertible:
+            return self.add(TypeError, f"{name} has dtype")
+        if a.ndim != ndim:
+            return self.add(ValueError, f"{name} must be {ndim}-D", f"{name}.shape=")
+        return a
+
+    def nonempty(self, name: str, shape: tuple, first: int) -> bool:
+        if 0 in shape[first:]:
+            self.add(ValueError, f"{name}.shape=", "empty dimension")
+            return False
+        return True
+
+    def pair(self, name: str, value, minimum: int = 1):
+        """The contract of int-or-pair parameters; the normalised pair or None."""
+        def as_int(v):
+            return None if isinstance(v, bool) or not isinstance(v, Integral) else int(v)
+
+        if as_int(value) is not None:
+            pair = (as_int(value),) * 2
+        elif isinstance(value, (tuple, list)) and len(value) == 2 \
+                and None not in (as_int(value[0]), as_int(value[1])):
+            pair = (as_int(value[0]), as_int(value[1]))
+        else:
+            return self.add(TypeError, f"{name}=")
+        if min(pair) < minimum or max(pair) > MAX_PARAMETER:
+            return self.add(ValueError, f"{name}=")
+        return pair
+
+    def padding(self, spec, in_hw, kernel_hw, stride, dilation=(1, 1)):
+        """``(top, bottom, left, right)`` or None."""
+        if isinstance(spec, str):
+            if spec.lower() not in ("same", "valid"):
+                return self.add(ValueError, "padding=")
+            if spec.lower() == "valid":
+                return (0, 0, 0, 0)
+            if stride is None or dilation is None:
+                return None
+            pads = []
+            for n, k, s, d in zip(in_hw, kernel_hw, stride, dilation):
+                total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        pair = self.pair("padding", spec, minimum=0)
+        return None if pair is None else (pair[0], pair[0], pair[1], pair[1])
+
+    def fits(self, x_shape, pad, span) -> bool:
+        if span[0] > x_shape[1] + pad[0] + pad[1] or span[1] > x_shape[2] + pad[2] + pad[3]:
+            self.add(ValueError, "larger than the padded input")
+            return False
+        return True
+
+    def memory(self, dtype, *shapes) -> None:
+        if sum(math.prod(s) for s in shapes) * np.dtype(dtype).itemsize > MEMORY:
+            self.add(MemoryError, "GiB", "memory")
+
+    def dy(self, dy_shape, expected) -> None:
+        if dy_shape != expected:
+            self.add(ValueError, "dy.shape=", "does not match")
+
+
+def out_dtype(*arrays) -> np.dtype:
+    return np.dtype(np.float64 if any(a is not None and a.dtype == np.float64 for a in arrays)
+                    else np.float32)
+
+
+def out_hw(x_shape, kernel_hw, stride, pad, dilation=(1, 1)) -> tuple[int, int]:
+    return tuple((x_shape[1 + i] + pad[2 * i] + pad[2 * i + 1] - dilation[i] * (kernel_hw[i] - 1)
+                  - 1) // stride[i] + 1 for i in range(2))
+
+
+def padded(x_shape, pad) -> tuple:
+    return (x_shape[0], x_shape[1] + pad[0] + pad[1], x_shape[2] + pad[2] + pad[3], x_shape[3])
+
+
+# --- running one call on every backend ----------------------------------------------------------
+
+def _snapshot(arg):
+    return np.array(arg, copy=True) if isinstance(arg, np.ndarray) else None
+
+
+def check_call(op: str, oracle: Oracle, expected_shapes, dtype, *args, **kwargs) -> None:
+    """Run ``ops.<op>(*args, **kwargs)`` on every backend and hold it to the oracle."""
+    note(f"{op}{args!r} {kwargs!r}")
+    before = [_snapshot(a) for a in args]
+    outcomes = []
+    for name in BACKENDS:
+        TALLY[op] += 1
+        try:
+            outcomes.append(("ok", getattr(ops, op)(*args, **kwargs, backend=name)))
+        except (ValueError, TypeError, MemoryError) as exc:
+            outcomes.append(("error", exc))
+    if oracle.problems:
+        for kind, exc in outcomes:
+            assert kind == "error", f"{op} accepted a call with problems {oracle.problems}"
+            message = str(exc)
+            assert message.startswith(f"{op}:"), message
+            assert any(isinstance(exc, t) and all(w in message for w in words)
+                       for t, words in oracle.problems), (type(exc), message, oracle.problems)
+        first = outcomes[0][1]
+        for _, exc in outcomes[1:]:
+            assert (type(exc), str(exc)) == (type(first), str(first))
+        return
+    for kind, result in outcomes:
+        assert kind == "ok", f"{op} raised {result!r} on a valid call"
+    results = [r if isinstance(r, tuple) else (r,) for _, r in outcomes]
+    for parts in results:
+        assert [p.shape for p in parts] == list(expected_shapes)
+        assert all(p.dtype == dtype for p in parts)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
+    for parts in results[1:]:
+        for got, ref in zip(parts, results[0]):
+            if op == "conv2d_backward" and not np.isfinite(args[0]).all():
+                # KNOWN BUG (reported; see the xfail test below): the compiled input gradient
+                # spreads a non-finite dy value to cells outside its window; compare finite cells.
+                both = np.isfinite(got) & np.isfinite(ref)
+                assert np.isnan(ref).sum() >= np.isnan(got).sum()
+                got, ref = got[both], ref[both]
+            np.testing.assert_allclose(got, ref, equal_nan=True, **tol)
+    for arg, old in zip(args, before):
+        if old is not None:
+            np.testing.assert_array_equal(arg, old)
+
+
+# --- the fuzzed ops -----------------------------------------------------------------------------
+
+def _small(shape) -> bool:
+    """A shape whose array can be made for a test (huge ones are for the MemoryError checks)."""
+    return shape is not None and math.prod(shape) <= 100_000
+
+
+def _x_and_geometry(data, c: int | None = None):
+    n, h, w = data.draw(st.integers(0, 3)), data.draw(st.integers(1, 7)), data.draw(st.integers(1, 7))
+    c = data.draw(st.integers(1, 4)) if c is None else c
+    return draw_shape(data, (n, h, w, c))
+
+
+def _conv_case(data, backward: bool):
+    op = "conv2d_backward" if backward else "conv2d"
+    x = make_array(data, _x_and_geometry(data))
+    x_c = np.shape(x)[-1] if isinstance(x, np.ndarray) and np.ndim(x) else 1
+    same_c = data.draw(st.integers(0, 9)) > 0
+    kshape = (data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3)),
+              x_c if same_c else data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)))
+    w = make_array(data, draw_shape(data, kshape))
+    stride = draw_int_param(data, st.integers(1, 3), [10**6])
+    dilation = draw_int_param(data, st.integers(1, 2), [10**6, MAX_PARAMETER])
+    padding = draw_padding(data)
+    o = Oracle()
+    xa, wa = o.array("x", x, 4), o.array("w", w, 4)
+    if xa is not None and wa is not None:
+        shapes_ok = o.nonempty("x", xa.shape, 1) & o.nonempty("w", wa.shape, 0)
+        if shapes_ok and xa.shape[3] != wa.shape[2]:
+            o.add(ValueError, "channels", "x.shape=", "w.shape=")
+        s, d = o.pair("stride", stride), o.pair("dilation", dilation)
+        pad = o.padding(padding, xa.shape[1:3] if shapes_ok else (1, 1), wa.shape[:2], s, d)
+        geometry = None
+        if shapes_ok and None not in (s, d, pad):
+            span = tuple(d[i] * (wa.shape[i] - 1) + 1 for i in range(2))
+            if o.fits(xa.shape, pad, span) and not o.problems:
+                geometry = (xa.shape[0], *out_hw(xa.shape, wa.shape[:2], s, pad, d), wa.shape[3])
+    else:
+        xa = wa = geometry = pad = None
+    if not backward:
+        b = ba = None
+        if data.draw(st.booleans()):
+            f = wa.shape[3] if wa is not None and wa.ndim == 4 else 2
+            b = make_array(data, (f,) if data.draw(st.integers(0, 9)) else (f + 1,))
+            ba = o.array("b", b, 1)
+            if ba is not None and wa is not None and ba.shape != (wa.shape[3],):
+                o.add(ValueError, "b.shape=")
+        if geometry is not None and not o.problems:
+            o.memory(out_dtype(xa, wa, ba if b is not None else None), geometry,
+                     padded(xa.shape, pad))
+        shapes = [geometry]
+        args = (x, w, b)
+    else:
+        dy_shape = geometry if _small(geometry) and data.draw(st.integers(0, 4)) else \
+            draw_shape(data, (1, 2, 2, 1))
+        dy = make_array(data, dy_shape, {"good": 90, "other": 10})
+        dya = o.array("dy", dy, 4)
+        if geometry is not None and dya is not None:
+            o.dy(dya.shape, geometry)
+            if not o.problems:
+                o.memory(out_dtype(xa, wa, dya), padded(xa.shape, pad))
+        shapes = [None if xa is None else xa.shape, None if wa is None else wa.shape,
+                  None if wa is None else (wa.shape[3],)]
+        args = (dy, x, w)
+    dtype = None if o.problems else out_dtype(*(np.asarray(a) for a in args if a is not None))
+    check_call(op, o, shapes, dtype, *args,
+               stride=stride, padding=padding, dilation=dilation)
+
+
+def _pool_case(data, backward: bool):
+    op = "pool2d_backward" if backward else "pool2d"
+    x = make_array(data, _x_and_geometry(data))
+    size = draw_int_param(data, st.integers(1, 3), [10**6, MAX_PARAMETER], (4, 9))
+    stride = None if data.draw(st.booleans()) else \
+        draw_int_param(data, st.integers(1, 3), [10**6, MAX_PARAMETER])
+    padding = draw_padding(data, small_max=1)
+    mode = data.draw(st.sampled_from(["max", "min", "avg", "max", "avg", "MAX", "mean", None]))
+    o = Oracle()
+    xa = o.array("x", x, 4)
+    geometry = pad = None
+    if xa is not None:
+        shape_ok = o.nonempty("x", xa.shape, 1)
+        if mode not in ("max", "min", "avg"):
+            o.add(ValueError, "mode=")
+        k = o.pair("size", size)
+        s = k if stride is None else o.pair("stride", stride)
+        pad = o.padding(padding, xa.shape[1:3], k or (1, 1), s)
+        if shape_ok and None not in (k, s, pad):
+            if max(pad[:2]) >= k[0] or max(pad[2:]) >= k[1]:
+                o.add(ValueError, "must be smaller than the pool size")
+            elif o.fits(xa.shape, pad, k) and not o.problems:
+                geometry = (xa.shape[0], *out_hw(xa.shape, k, s, pad), xa.shape[3])
+    if not backward:
+        if geometry is not None:
+            o.memory(out_dtype(xa), geometry, padded(xa.shape, pad))
+        args, shapes = (x,), [geometry]
+        dtype = out_dtype(xa) if xa is not None else None
+    else:
+        dy_shape = geometry if _small(geometry) and data.draw(st.integers(0, 4)) else \
+            draw_shape(data, (1, 2, 2, 1))
+        dy = make_array(data, dy_shape, {"good": 90, "other": 10})
+        dya = o.array("dy", dy, 4)
+        if geometry is not None and dya is not None:
+            o.dy(dya.shape, geometry)
+            if not o.problems:
+                o.memory(out_dtype(xa, dya), padded(xa.shape, pad))
+        args, shapes = (dy, x), [None if xa is None else xa.shape]
+        dtype = out_dtype(xa, dya) if not o.problems else None
+    check_call(op, o, shapes, dtype, *args, size, stride=stride, padding=padding, mode=mode)
+
+
+def _upsample_case(data, backward: bool):
+    op = "upsample2d_backward" if backward else "upsample2d"
+    scale = draw_int_param(data, st.integers(1, 3), [10**6, MAX_PARAMETER], (4, 6))
+    o = Oracle()
+    if not backward:
+        x = make_array(data, _x_and_geometry(data))
+        xa = o.array("x", x, 4)
+        s = o.pair("scale", scale)
+        shape = None
+        if xa is not None and o.nonempty("x", xa.shape, 1) and s is not None:
+            shape = (xa.shape[0], xa.shape[1] * s[0], xa.shape[2] * s[1], xa.shape[3])
+            o.memory(out_dtype(xa), shape)
+        check_call(op, o, [shape], None if xa is None else out_dtype(xa), x, scale)
+        return
+    s_hint = scale if isinstance(scale, int) and 1 <= scale <= 3 else 1
+    n, h, w = data.draw(st.integers(0, 3)), data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    exact = data.draw(st.integers(0, 3)) > 0
+    dy_shape = draw_shape(data, (n, h * s_hint + (not exact), w * s_hint, data.draw(st.integers(1, 3))))
+    dy = make_array(data, dy_shape)
+    dya = o.array("dy", dy, 4)
+    s = o.pair("scale", scale)
+    shape = None
+    if dya is not None and o.nonempty("dy", dya.shape, 1) and s is not None:
+        if dya.shape[1] % s[0] or dya.shape[2] % s[1]:
+            o.add(ValueError, "dy.shape=", "not a multiple")
+        else:
+            shape = (dya.shape[0], dya.shape[1] // s[0], dya.shape[2] // s[1], dya.shape[3])
+    check_call(op, o, [shape], None if dya is None else out_dtype(dya), dy, scale)
+
+
+CASES = {"conv2d": _conv_case, "conv2d_backward": _conv_case, "pool2d": _pool_case,
+         "pool2d_backward": _pool_case, "upsample2d": _upsample_case,
+         "upsample2d_backward": _upsample_case}
+
+
+def _run(op: str) -> None:
+    @settings(FUZZ, max_examples=EXAMPLES[op])
+    @given(st.data())
+    def fuzz(data) -> None:
+        CASES[op](data, backward=op.endswith("_backward"))
+
+    before = TALLY[op]
+    fuzz()
+    made = TALLY[op] - before
+    assert made >= 0.95 * EXAMPLES[op] * len(BACKENDS), (op, made)
+    print(f"\n{op}: {made} fuzzed calls")
+
+
+def test_fuzz_conv2d():
+    _run("conv2d")
+
+
+def test_fuzz_conv2d_backward():
+    _run("conv2d_backward")
+
+
+def test_fuzz_pool2d():
+    _run("pool2d")
+
+
+def test_fuzz_pool2d_backward():
+    _run("pool2d_backward")
+
+
+def test_fuzz_upsample2d():
+    _run("upsample2d")
+
+
+def test_fuzz_upsample2d_backward():
+    _run("upsample2d_backward")
+
+
+def test_the_shares_add_up_to_the_required_total():
+    assert sum(EXAMPLES.values()) * len(BACKENDS) >= TOTAL_CALLS
+
+
+@pytest.mark.parametrize("name", [
+    "numpy",
+    pytest.param("cython", marks=pytest.mark.xfail(
+        "cython" in BACKENDS, strict=True,
+        reason="KNOWN BUG (reported for src/_conv2d.pyx): the compiled input gradient "
+               "spreads a NaN of dy to dx cells outside its window")),
+])
+def test_conv2d_backward_keeps_a_nan_in_dy_to_its_own_cells(name):
+    """dx[n, h, w, :] depends only on the dy cells whose windows cover (h, w): a NaN in dy must
+    not turn any other cell of dx into NaN (found by the fuzzer above)."""
+    if name not in BACKENDS:
+        pytest.skip("compiled kernels not built")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
+    w = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
+    dy = rng.normal(size=(3, 1, 2, 4)).astype(np.float32)
+    dy[0, 0, 1, 0] = np.nan
+    dx = ops.conv2d_backward(dy, x, w, backend=name)[0]
+    expected = np.zeros(dx.shape, bool)
+    expected[0, 0:2, 1:3, :] = True  # the 2x2 window of output (0, 1) in sample 0
+    np.testing.assert_array_equal(np.isnan(dx), expected)
