@@ -44,7 +44,6 @@ from .shapes import (
 )
 
 POOL_MODES = ("max", "min", "avg")
-MAX_PARAMETER = 2**31 - 1  # largest stride/dilation/size/scale/padding the kernels' C ints hold
 _LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, Ho, Wo, channels)"}
 
 
@@ -88,26 +87,17 @@ def _contiguous(*arrays: np.ndarray | None) -> list[np.ndarray | None]:
 def _pair(op: str, value, name: str, minimum: int = 1) -> Pair:
     """:func:`cnnext.shapes.to_pair` with the op name in the error message."""
     try:
-        pair = to_pair(value, name, minimum)
+        return to_pair(value, name, minimum)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{op}: {exc}") from None
-    _check_limit(op, name, value, pair)
-    return pair
-
-
-def _check_limit(op: str, name: str, value, normalised: tuple) -> None:
-    if max(normalised) > MAX_PARAMETER:
-        raise ValueError(f"{op}: {name}={value!r} is too large (at most {MAX_PARAMETER})")
 
 
 def _padding(op: str, padding, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilation: Pair):
     """:func:`cnnext.shapes.resolve_padding` with the op name in the error message."""
     try:
-        pad = resolve_padding(padding, in_hw, kernel_hw, stride, dilation)
+        return resolve_padding(padding, in_hw, kernel_hw, stride, dilation)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{op}: {exc}") from None
-    _check_limit(op, "padding", padding, pad)
-    return pad
 
 
 def _memory_bytes() -> int | None:

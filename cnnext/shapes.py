@@ -24,6 +24,7 @@ Padding4 = tuple[int, int, int, int]
 PaddingSpec = Union[int, Pair, str]
 
 PADDING_MODES = ("same", "valid")
+MAX_INT = 2**31 - 1  # largest size/stride/padding accepted: the compiled kernels use C ints
 
 
 def _as_int(value: object) -> int | None:
@@ -37,9 +38,10 @@ def to_pair(value: int | Pair, name: str, minimum: int = 1) -> Pair:
     """Normalise an ``int`` or an ``(h, w)`` pair of ints to a pair of ints ``>= minimum``.
 
     Raises TypeError for anything that is not an int or a pair of ints (``bool`` included) and
-    ValueError for values below ``minimum``; both messages quote ``name`` and the received value.
+    ValueError for values below ``minimum`` or above ``MAX_INT``; the messages quote ``name`` and
+    the received value.
     """
-    if type(value) is int and value >= minimum:  # fast path for the common case
+    if type(value) is int and minimum <= value <= MAX_INT:  # fast path for the common case
         return (value, value)
     what = "positive int" if minimum == 1 else f"int >= {minimum}"
     message = f"{name} must be a {what} or a pair of them (h, w); received {name}={value!r}"
@@ -55,6 +57,8 @@ def to_pair(value: int | Pair, name: str, minimum: int = 1) -> Pair:
         raise TypeError(message)
     if min(pair) < minimum:
         raise ValueError(message)
+    if max(pair) > MAX_INT:
+        raise ValueError(f"{name} is too large (at most {MAX_INT}); received {name}={value!r}")
     return pair
 
 
@@ -89,7 +93,7 @@ def resolve_padding(
     ``kernel_hw``, ``stride`` and ``dilation`` are already-normalised ``(h, w)`` pairs; they only
     matter for ``"same"``.
     """
-    if type(padding) is int and padding >= 0:  # fast path for the common case
+    if type(padding) is int and 0 <= padding <= MAX_INT:  # fast path for the common case
         return (padding, padding, padding, padding)
     spec = check_padding(padding)
     if spec == "valid":
