@@ -190,15 +190,31 @@ cdef inline void _reduce_windows(const floating* v, Geometry g, int mode,
             _combine(dst, NULL, dst, NULL, src + j * C, NULL, C, mode)
 
 
+cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
+    """``tables[:Wo * C]``: real columns in the window of each output entry (avg divisors);
+    ``tables[Wo * C:][t] = t`` for ``t < Wr * C``: flat offsets within a row (backward keys)."""
+    cdef Py_ssize_t ow, c, t
+    cdef Span cols
+    cdef floating* cells = tables + g.Wo * g.C
+    for ow in range(g.Wo):
+        cols = _clip(ow, g.sw, g.kw, g.left, g.W)
+        for c in range(g.C):
+            tables[ow * g.C + c] = cols.hi - cols.lo
+    for t in range(g.Wr * g.C):
+        cells[t] = t
+
+
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
-                   int mode, const floating[::1] ncols, floating[:, ::1] scratch,
+                   int mode, floating[::1] tables, floating[:, ::1] scratch,
                    int nt) noexcept:
     cdef Py_ssize_t r, n, oh, t
     cdef Span rows
     cdef floating nrows
     cdef floating* v
     cdef floating* out
+    cdef const floating* ncols = &tables[0]
     with nogil:
+        _fill_tables(g, &tables[0])
         for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
             n = r // g.Ho
             oh = r % g.Ho
@@ -218,14 +234,17 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
 
 cdef inline void _backward_row(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                                floating[:, :, :, ::1] dx, Py_ssize_t n, Py_ssize_t oh,
-                               Geometry g, int mode, const floating* cells,
-                               const floating* ncols, floating* scratch) noexcept nogil:
-    """Add the gradients of output row ``(n, oh)`` into ``dx``; ``scratch`` holds 4 padded rows."""
+                               Geometry g, int mode, const floating* tables,
+                               floating* scratch) noexcept nogil:
+    """Add the gradients of output row ``(n, oh)`` into ``dx``; ``tables`` as filled by
+    :func:`_fill_tables`, ``scratch`` holds 4 padded rows."""
     cdef Py_ssize_t ow, i, j, t
     cdef Py_ssize_t size = g.Wp * g.C
     cdef Span rows
     cdef floating nrows
     cdef const floating* grad = &dy[n, oh, 0, 0]
+    cdef const floating* ncols = tables
+    cdef const floating* cells = tables + g.Wo * g.C
     cdef floating* target
     cdef floating* spread = scratch
     cdef floating* share = scratch + size
@@ -266,32 +285,34 @@ cdef inline void _backward_row(const floating[:, :, :, ::1] x, const floating[:,
 
 cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                              floating[:, :, :, ::1] dx, Geometry g, int mode,
-                             const floating[::1] cells, const floating[::1] ncols,
-                             floating[:, ::1] scratch, int nt) noexcept:
+                             floating[::1] tables, floating[:, ::1] scratch,
+                             int nt) noexcept:
     """stride >= size: each output row owns a band of input rows; zero it, then add into it."""
     cdef Py_ssize_t r, n, oh, lo, hi
     with nogil:
+        _fill_tables(g, &tables[0])
         for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
             n = r // g.Ho
             oh = r % g.Ho
             lo = 0 if oh == 0 else oh * g.sh - g.top
             hi = g.H if oh == g.Ho - 1 else (oh + 1) * g.sh - g.top
             memset(&dx[n, lo, 0, 0], 0, (hi - lo) * g.W * g.C * sizeof(floating))
-            _backward_row(x, dy, dx, n, oh, g, mode, &cells[0], &ncols[0],
+            _backward_row(x, dy, dx, n, oh, g, mode, &tables[0],
                           &scratch[omp_get_thread_num(), 0])
 
 
 cdef void _backward_overlapping(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                                 floating[:, :, :, ::1] dx, Geometry g, int mode,
-                                const floating[::1] cells, const floating[::1] ncols,
-                                floating[:, ::1] scratch, int nt) noexcept:
+                                floating[::1] tables, floating[:, ::1] scratch,
+                                int nt) noexcept:
     """stride < size: windows share cells, so each thread owns whole images of the batch."""
     cdef Py_ssize_t n, oh
     with nogil:
+        _fill_tables(g, &tables[0])
         for n in prange(x.shape[0], num_threads=nt, schedule="static"):
             memset(&dx[n, 0, 0, 0], 0, g.H * g.W * g.C * sizeof(floating))
             for oh in range(g.Ho):
-                _backward_row(x, dy, dx, n, oh, g, mode, &cells[0], &ncols[0],
+                _backward_row(x, dy, dx, n, oh, g, mode, &tables[0],
                               &scratch[omp_get_thread_num(), 0])
 
 
@@ -308,13 +329,6 @@ cdef Geometry _geometry(shape, size, stride, padding):
     return g
 
 
-cdef _column_counts(Geometry g, dtype):
-    """Real columns in the window of each output entry, ``(Wo * C,)``."""
-    start = np.arange(g.Wo) * g.sw - g.left
-    counts = np.clip(start + g.kw, 0, g.W) - np.clip(start, 0, g.W)
-    return np.repeat(counts.astype(dtype), g.C)
-
-
 def pool2d_forward(x, size, stride, padding, mode):
     """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)``.
 
@@ -324,12 +338,12 @@ def pool2d_forward(x, size, stride, padding, mode):
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
     y = np.empty((x.shape[0], g.Ho, g.Wo, g.C), dtype=x.dtype)
-    ncols = _column_counts(g, x.dtype)
+    tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     scratch = np.empty((nt, g.Wp * g.C), dtype=x.dtype)
     if x.dtype == np.float32:
-        _forward[float](x, y, g, code, ncols, scratch, nt)
+        _forward[float](x, y, g, code, tables, scratch, nt)
     else:
-        _forward[double](x, y, g, code, ncols, scratch, nt)
+        _forward[double](x, y, g, code, tables, scratch, nt)
     return y
 
 
@@ -349,17 +363,16 @@ def pool2d_backward(dy, x, size, stride, padding, mode):
                              mode)
         return dx.astype(np.float32)
     dx = np.empty_like(x)
-    cells = np.arange(g.Wr * g.C, dtype=x.dtype)
-    ncols = _column_counts(g, x.dtype)
+    tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     scratch = np.empty((nt, 4 * g.Wp * g.C), dtype=x.dtype)
     if x.dtype == np.float32:
         if disjoint:
-            _backward_disjoint[float](x, dy, dx, g, code, cells, ncols, scratch, nt)
+            _backward_disjoint[float](x, dy, dx, g, code, tables, scratch, nt)
         else:
-            _backward_overlapping[float](x, dy, dx, g, code, cells, ncols, scratch, nt)
+            _backward_overlapping[float](x, dy, dx, g, code, tables, scratch, nt)
     else:
         if disjoint:
-            _backward_disjoint[double](x, dy, dx, g, code, cells, ncols, scratch, nt)
+            _backward_disjoint[double](x, dy, dx, g, code, tables, scratch, nt)
         else:
-            _backward_overlapping[double](x, dy, dx, g, code, cells, ncols, scratch, nt)
+            _backward_overlapping[double](x, dy, dx, g, code, tables, scratch, nt)
     return dx
