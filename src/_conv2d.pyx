@@ -144,6 +144,31 @@ def _backward_direct(dy, x, w, stride, padding, dilation):
     return _input_grad_direct(dy, x, w, stride, padding, dilation, nt), dw, db
 
 
+def _weight_grad_planar(dy, x, w, padding, dilation, nt):
+    """``(dw, db)`` with pixels in vector lanes (stride 1, few output channels): per chunk of the
+    batch, dot products of the input planes at each tap offset with the output-gradient planes."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
+    (top, bottom, left, right), (dh, dw) = padding, dilation
+    rows, pitch = H + top + bottom, W + left + right
+    taps = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel()
+    qoff = np.zeros(_round_up(KH * KW, CNX_RB), dtype=np.intp)
+    qoff[: KH * KW] = taps
+    nq = _round_up(Ho * pitch, _lanes(x.dtype))
+    planes = _scratch("planes", (N, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
+                      zero=True)
+    _to_planes(x, planes, rows, pitch, top, left, 1, 1, nt)
+    dy_planes = _scratch("planes_out", (N, F, nq), x.dtype, zero=True)
+    _to_planes(dy, dy_planes, Ho, pitch, 0, 0, 1, 1, nt)
+    chunks = min(N, WEIGHT_GRAD_CHUNKS)
+    dwc = _scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
+    dbc = _scratch("dbc", (chunks, F), x.dtype, zero=True)
+    _planar_weight_grad(planes, dy_planes, qoff, dwc, dbc, nq, nt)
+    dw_ = np.ascontiguousarray(dwc.sum(axis=0).transpose(1, 2, 0)).reshape(KH, KW, C, F)
+    return dw_, dbc.sum(axis=0)
+
+
 def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
     """Input gradient by the cheaper of a pixel-lane transposed convolution and a scatter."""
     _, H, W, C = x.shape
@@ -158,10 +183,17 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
 
 
 def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
-    """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order."""
+    """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order; output
+    channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
+    top, bottom, left, right = padding
+    L, pitch = _lanes(x.dtype), W + left + right
+    if stride[0] == stride[1] == 1 and _cost_wgrad_pixel_lanes(
+        Ho, pitch, KH * KW, C, F, L
+    ) < _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L):
+        return _weight_grad_planar(dy, x, w, padding, dilation, nt)
     Fp = _round_up(F, _lanes(x.dtype))
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     dyp = dy
@@ -217,6 +249,14 @@ def _cost_channel_lanes(Ho, Wo, taps, Cout, L) -> int:
 
 def _cost_pixel_lanes(Ho, pitch, taps, Cout, L) -> int:
     return 2 * Ho * pitch * taps * Cout // L
+
+
+def _cost_wgrad_channel_lanes(Ho, Wo, KH, row_taps, F, L) -> int:
+    return Ho * Wo * KH * _round_up(row_taps, CNX_RB) * -(-F // L)
+
+
+def _cost_wgrad_pixel_lanes(Ho, pitch, taps, C, F, L) -> int:
+    return F * C * _round_up(taps, CNX_RB) * -(-Ho * pitch // L)
 
 
 def _cost_scatter(Ho, Wo, KH, span, F, L) -> int:

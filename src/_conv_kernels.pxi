@@ -37,6 +37,12 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_planar_conv_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                            const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* w,
                            ptrdiff_t Cout, ptrdiff_t co, double* out, ptrdiff_t nq)
+    void cnx_planar_weight_grad_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
+                                  const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* dy,
+                                  ptrdiff_t nq, float* dw, float* db)
+    void cnx_planar_weight_grad_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
+                                  const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* dy,
+                                  ptrdiff_t nq, double* dw, double* db)
     void cnx_input_grad_row_f(const float* dy, ptrdiff_t Wo, ptrdiff_t F, const float* wt,
                               ptrdiff_t KH, ptrdiff_t Sp, float* dx, ptrdiff_t kh_step,
                               ptrdiff_t pix)
@@ -82,6 +88,16 @@ cdef inline void _planar_plane(const floating* inp, Py_ssize_t plane, Py_ssize_t
         cnx_planar_conv_f(inp, plane, Cin, qoff, ntaps, w, Cout, co, out, nq)
     else:
         cnx_planar_conv_d(inp, plane, Cin, qoff, ntaps, w, Cout, co, out, nq)
+
+
+cdef inline void _planar_weight_grad_sample(const floating* inp, Py_ssize_t plane,
+                                            Py_ssize_t Cin, const Py_ssize_t* qoff,
+                                            Py_ssize_t ntaps, const floating* dy, Py_ssize_t nq,
+                                            floating* dw, floating* db) noexcept nogil:
+    if floating is float:
+        cnx_planar_weight_grad_f(inp, plane, Cin, qoff, ntaps, dy, nq, dw, db)
+    else:
+        cnx_planar_weight_grad_d(inp, plane, Cin, qoff, ntaps, dy, nq, dw, db)
 
 
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
@@ -149,6 +165,25 @@ def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
         co = item % Cout
         _planar_plane(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co,
                       &out[n, co, 0], nq)
+
+
+def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, ::1] dy_planes,
+                        const Py_ssize_t[::1] qoff, floating[:, :, :, ::1] dwc,
+                        floating[:, ::1] dbc, Py_ssize_t nq, int nt):
+    """Per-chunk partial gradients over channel planes (stride 1): ``dwc[k] (F, ntaps, Cin)`` and
+    ``dbc[k] (F,)`` summed over chunk k of the batch, from ``planes (N, Cin, PL)`` and
+    ``dy_planes (N, F, nq)``; zero-initialised. One task per (chunk, output channel)."""
+    cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
+    cdef Py_ssize_t K = dwc.shape[0], F = dwc.shape[1], ntaps = dwc.shape[2]
+    cdef Py_ssize_t item, k, f, n
+    if K == 0:
+        return
+    for item in prange(K * F, nogil=True, num_threads=nt, schedule="static"):
+        k = item // F
+        f = item % F
+        for n in range(k * N // K, (k + 1) * N // K):
+            _planar_weight_grad_sample(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps,
+                                       &dy_planes[n, f, 0], nq, &dwc[k, f, 0, 0], &dbc[k, f])
 
 
 def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_ssize_t rows,

@@ -169,5 +169,48 @@ static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_
     }
 }
 
+/* Sum of the lanes of v, in lane order (deterministic). */
+static inline CNX_T CNX_NAME(cnx_hsum)(CNX_V v)
+{
+    CNX_T lanes[CNX_VBYTES / sizeof(CNX_T)];
+    CNX_T sum = 0;
+    memcpy(lanes, &v, sizeof v);
+    for (int i = 0; i < CNX_L; i++)
+        sum += lanes[i];
+    return sum;
+}
+
+/* Weight gradient of one sample and one output channel over channel planes (stride 1):
+ * dw[t * Cin + c] += sum_q in[c * plane + q + qoff[t]] * dy[q] and db[0] += sum_q dy[q], for q
+ * in [0, nq) with nq a multiple of L (dy is zero at the dropped columns). qoff has a multiple of
+ * CNX_RB entries, the first ntaps real. */
+static void CNX_NAME(cnx_planar_weight_grad)(const CNX_T* in, ptrdiff_t plane, ptrdiff_t Cin,
+                                             const ptrdiff_t* qoff, ptrdiff_t ntaps,
+                                             const CNX_T* dy, ptrdiff_t nq, CNX_T* dw, CNX_T* db)
+{
+    for (ptrdiff_t c = 0; c < Cin; c++) {
+        for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB) {
+            const CNX_T* src[CNX_RB];
+            for (int r = 0; r < CNX_RB; r++)
+                src[r] = in + c * plane + qoff[t0 + r];
+            CNX_V acc[CNX_RB];
+            for (int r = 0; r < CNX_RB; r++)
+                acc[r] = (CNX_V){0};
+            for (ptrdiff_t q = 0; q < nq; q += CNX_L) {
+                const CNX_V d = CNX_NAME(cnx_load)(dy + q);
+                for (int r = 0; r < CNX_RB; r++)
+                    acc[r] += CNX_NAME(cnx_load)(src[r] + q) * d;
+            }
+            const ptrdiff_t nr = ntaps - t0 < CNX_RB ? ntaps - t0 : CNX_RB;
+            for (ptrdiff_t r = 0; r < nr; r++)
+                dw[(t0 + r) * Cin + c] += CNX_NAME(cnx_hsum)(acc[r]);
+        }
+    }
+    CNX_V sum = (CNX_V){0};
+    for (ptrdiff_t q = 0; q < nq; q += CNX_L)
+        sum += CNX_NAME(cnx_load)(dy + q);
+    db[0] += CNX_NAME(cnx_hsum)(sum);
+}
+
 #undef CNX_V
 #undef CNX_L
