@@ -6,7 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import initializers
-from .base import ActivatedLayer, Layer, Shape, check_positive_int
+from .base import ActivatedLayer, Layer, Shape, check_float, check_positive_int
 
 
 class Dense(ActivatedLayer):
@@ -90,7 +90,7 @@ class Dropout(Layer):
 
     def __init__(self, rate: float = 0.5, seed: Optional[int] = None, **kwargs: Any):
         super().__init__(**kwargs)
-        rate = float(rate)
+        rate = check_float(rate, "rate")
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout rate must be in [0, 1); received rate={rate}")
         self.rate = rate

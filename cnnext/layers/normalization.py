@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .base import Layer, Shape
+from .base import Layer, Shape, check_float
 
 
 class BatchNormalization(Layer):
@@ -21,8 +21,8 @@ class BatchNormalization(Layer):
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3, **kwargs: Any):
         super().__init__(**kwargs)
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
+        self.momentum = check_float(momentum, "momentum")
+        self.epsilon = check_float(epsilon, "epsilon")
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1]; received momentum={momentum}")
         if self.epsilon <= 0.0:
