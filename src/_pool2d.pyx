@@ -60,6 +60,7 @@ cdef inline bint _beats(floating v, floating best) noexcept nogil:
 
 
 cdef inline bint _ties(floating v, floating best) noexcept nogil:
+    """``v`` equals ``best``, counting two NaNs as equal."""
     return (v == best) | ((v != v) & (best != best))
 
 
@@ -339,7 +340,8 @@ def pool2d_forward(x, size, stride, padding, mode):
     cdef int nt = get_num_threads()
     y = np.empty((x.shape[0], g.Ho, g.Wo, g.C), dtype=x.dtype)
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
-    scratch = np.empty((nt, g.Wp * g.C), dtype=x.dtype)
+    # one row per thread; 64 spare values keep threads off each other's cache lines
+    scratch = np.empty((nt, g.Wp * g.C + 64), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, y, g, code, tables, scratch, nt)
     else:
@@ -364,7 +366,8 @@ def pool2d_backward(dy, x, size, stride, padding, mode):
         return dx.astype(np.float32)
     dx = np.empty_like(x)
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
-    scratch = np.empty((nt, 4 * g.Wp * g.C), dtype=x.dtype)
+    # one row per thread; 64 spare values keep threads off each other's cache lines
+    scratch = np.empty((nt, 4 * g.Wp * g.C + 64), dtype=x.dtype)
     if x.dtype == np.float32:
         if disjoint:
             _backward_disjoint[float](x, dy, dx, g, code, tables, scratch, nt)

@@ -84,7 +84,8 @@ def upsample2d_backward(dy, scale):
     cdef int nt = get_num_threads()
     n, ho, wo, c = dy.shape
     dx = np.empty((n, ho // sh, wo // sw, c), dtype=dy.dtype)
-    scratch = np.empty((nt, wo * c), dtype=dy.dtype)
+    # one row per thread; 64 spare values keep threads off each other's cache lines
+    scratch = np.empty((nt, wo * c + 64), dtype=dy.dtype)
     if dy.dtype == np.float32:
         _backward[float](dy, dx, sh, sw, scratch, nt)
     else:
