@@ -16,13 +16,38 @@ Two algorithms, chosen per call from the shapes:
 Weight and bias gradients are summed per fixed batch chunk (the split depends on the shapes only)
 and the chunks are added in order, so results do not depend on the thread count.
 """
+import os
 import threading
+import warnings
 
 import numpy as np
 
 from cnnext._config import get_num_threads
 
 include "_conv_kernels.pxi"
+
+
+def simd_level() -> str:
+    """Instruction set of the direct kernels in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``
+    (the build's own target flags, SSE2 on x86-64)."""
+    return cnx_isa_name.decode()
+
+
+def set_simd_level(name: str = "auto") -> None:
+    """Use the direct kernels compiled for ``name`` (``"auto"``: the widest this CPU runs).
+    For tests and benchmarks; do not switch while another thread runs a convolution."""
+    if not cnx_select(name.encode()):
+        raise ValueError(
+            f"SIMD level {name!r} is not available on this CPU or build; "
+            "expected 'auto', 'avx512', 'avx2' or 'baseline'"
+        )
+
+
+try:  # CNNEXT_SIMD overrides the automatic choice
+    set_simd_level(os.environ.get("CNNEXT_SIMD", "auto"))
+except ValueError as exc:
+    warnings.warn(f"{exc}; using 'auto'", RuntimeWarning, stacklevel=1)
+    set_simd_level("auto")
 
 # Direct-kernel weight-gradient partial sums: this many batch chunks at most.
 WEIGHT_GRAD_CHUNKS = 16
@@ -63,17 +88,17 @@ def _use_gemm(w_shape) -> bool:
     """Many channels: im2col + BLAS, unless the direct kernels have AVX-512-wide vectors (then
     they outrun numpy's BLAS)."""
     KH, KW, C, F = w_shape
-    return CNX_VBYTES < 64 and KH * KW * C >= 64 and F >= 32
+    return cnx_f.vbytes < 64 and KH * KW * C >= 64 and F >= 32
 
 
 def _lanes(dtype) -> int:
     """Vector lanes of the direct kernels for ``dtype``: packed channel counts are multiples."""
-    return CNX_LANES_F if dtype == np.float32 else CNX_LANES_D
+    return cnx_f.lanes if dtype == np.float32 else cnx_d.lanes
 
 
 def _tap_offsets(KW: int, C: int, dw: int) -> np.ndarray:
-    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of CNX_RB."""
-    toff = np.zeros(_round_up(KW * C, CNX_RB), dtype=np.intp)
+    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of the register block."""
+    toff = np.zeros(_round_up(KW * C, cnx_f.rb), dtype=np.intp)
     toff[: KW * C] = (np.arange(KW)[:, None] * dw * C + np.arange(C)).ravel()
     return toff
 
@@ -92,7 +117,7 @@ def _padded_input(x, padding, Wo, KW, sw, dw, nt) -> np.ndarray:
     """``x`` zero-padded, with enough extra columns for whole register blocks of ``Wo``."""
     N, H, W, C = x.shape
     top, bottom, left, right = padding
-    Wp = max(W + left + right, (_round_up(Wo, CNX_RB) - 1) * sw + (KW - 1) * dw + 1)
+    Wp = max(W + left + right, (_round_up(Wo, cnx_f.rb) - 1) * sw + (KW - 1) * dw + 1)
     xpad = _scratch("xpad", (N, H + top + bottom, Wp, C), x.dtype, zero=True)
     _place(x, xpad, top, left, 1, 1, nt)
     return xpad
@@ -153,7 +178,7 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     (top, bottom, left, right), (dh, dw) = padding, dilation
     rows, pitch = H + top + bottom, W + left + right
     taps = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel()
-    qoff = np.zeros(_round_up(KH * KW, CNX_RB), dtype=np.intp)
+    qoff = np.zeros(_round_up(KH * KW, cnx_f.rb), dtype=np.intp)
     qoff[: KH * KW] = taps
     nq = _round_up(Ho * pitch, _lanes(x.dtype))
     planes = _scratch("planes", (N, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
@@ -244,7 +269,7 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
 # kernels load a vector per multiply-add, hence the factor 2; a scattered update of the input
 # gradient costs about 8 multiply-adds (read-modify-write of overlapping vectors).
 def _cost_channel_lanes(Ho, Wo, taps, Cout, L) -> int:
-    return Ho * _round_up(Wo, CNX_RB) * taps * -(-Cout // L)
+    return Ho * _round_up(Wo, cnx_f.rb) * taps * -(-Cout // L)
 
 
 def _cost_pixel_lanes(Ho, pitch, taps, Cout, L) -> int:
@@ -252,11 +277,11 @@ def _cost_pixel_lanes(Ho, pitch, taps, Cout, L) -> int:
 
 
 def _cost_wgrad_channel_lanes(Ho, Wo, KH, row_taps, F, L) -> int:
-    return Ho * Wo * KH * _round_up(row_taps, CNX_RB) * -(-F // L)
+    return Ho * Wo * KH * _round_up(row_taps, cnx_f.rb) * -(-F // L)
 
 
 def _cost_wgrad_pixel_lanes(Ho, pitch, taps, C, F, L) -> int:
-    return F * C * _round_up(taps, CNX_RB) * -(-Ho * pitch // L)
+    return F * C * _round_up(taps, cnx_f.rb) * -(-Ho * pitch // L)
 
 
 def _cost_scatter(Ho, Wo, KH, span, F, L) -> int:
@@ -275,7 +300,7 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, out_hw, dilation, n
     KH, KW, Cin, Cout = w.shape
     (rows, pitch), (Ho, Wo), (dh, dw) = plane_hw, out_hw, dilation
     qoff = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel().astype(np.intp)
-    nq = max(Ho * pitch, CNX_QB * _lanes(src.dtype))  # outputs computed per plane
+    nq = max(Ho * pitch, cnx_f.qb * _lanes(src.dtype))  # outputs computed per plane
     planes = _scratch("planes", (N, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
                       zero=True)
     _to_planes(src, planes, rows, pitch, origin[0], origin[1], spread[0], spread[1], nt)

@@ -13,12 +13,17 @@ from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
 cdef extern from "_conv_simd.h" nogil:
-    enum:
-        CNX_RB  # register block: output pixels (forward) or kernel taps (weight gradient)
-        CNX_LANES_F  # float lanes per vector
-        CNX_LANES_D  # double lanes per vector
-        CNX_VBYTES  # vector width in bytes (16 SSE2, 32 AVX, 64 AVX-512)
-        CNX_QB  # pixel-lane block, in vectors
+    ctypedef struct cnx_table_f:
+        int lanes  # elements per vector
+        int vbytes  # bytes per vector
+        int rb  # register block of the channel-lane kernels (pixels or taps)
+        int qb  # vectors per block of the pixel-lane kernels
+    ctypedef struct cnx_table_d:
+        int lanes
+    cnx_table_f cnx_f  # the selected kernels (see cnx_select)
+    cnx_table_d cnx_d
+    const char* cnx_isa_name
+    int cnx_select(const char* name)
     void cnx_direct_row_f(const float* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
                           const Py_ssize_t* toff, ptrdiff_t ntaps, const float* w, ptrdiff_t Fp,
                           const float* bias, float* y, ptrdiff_t Wo, ptrdiff_t F)

@@ -1,10 +1,13 @@
 /* Type-generic body of the direct-convolution micro-kernels; included by _conv_simd.h once per
- * element type with CNX_T (float or double) and CNX_S (name suffix) defined. No include guard.
+ * element type and instruction set, with CNX_T (float or double), CNX_S (type suffix), CNX_ISA
+ * (instruction-set suffix), CNX_VBYTES (vector bytes), CNX_RB and CNX_QB (block sizes) defined.
+ * No include guard. Ends with the table cnx_table_<S>_<ISA> of these kernels.
  *
- * Layout: channels-last, C-contiguous. A block of CNX_RB accumulators, each one vector of L
- * output channels, is updated by outer products (broadcast scalar x vector). Kernel taps of one
- * kernel row (kw, c) are addressed through `toff`: toff[t] is the element offset of tap
- * t = kw * C + c from a window's first cell; its length is a multiple of CNX_RB.
+ * Layout: channels-last, C-contiguous. Channel-lane kernels update a block of CNX_RB
+ * accumulators, each one vector of L output channels, by outer products (broadcast scalar x
+ * vector). Kernel taps of one kernel row (kw, c) are addressed through `toff`: toff[t] is the
+ * element offset of tap t = kw * C + c from a window's first cell; its length is a multiple of
+ * CNX_RB. Pixel-lane kernels work on channel planes, consecutive output pixels in the lanes.
  */
 
 typedef CNX_T CNX_NAME(cnx_vec) __attribute__((vector_size(CNX_VBYTES)));
@@ -211,6 +214,13 @@ static void CNX_NAME(cnx_planar_weight_grad)(const CNX_T* in, ptrdiff_t plane, p
         sum += CNX_NAME(cnx_load)(dy + q);
     db[0] += CNX_NAME(cnx_hsum)(sum);
 }
+
+static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
+    CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
+    CNX_NAME(cnx_input_grad_row), CNX_NAME(cnx_planar_conv),
+    CNX_NAME(cnx_planar_weight_grad),
+    (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB,
+};
 
 #undef CNX_V
 #undef CNX_L
