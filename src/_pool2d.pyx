@@ -7,12 +7,11 @@ wins max/min and is not counted by avg.
 
 Each output row ``(n, oh)`` is reduced in two steps. First down the window's input rows into a
 padded row buffer: one loop over the whole contiguous row of ``W * C`` values, which the compiler
-vectorises even for small ``C``. Then across ``kw`` columns: per window in the forward pass; in the
-backward pass by sliding the window along the whole row (long loops again), keeping every
-``sw``-th column. Min pooling is max pooling of ``-x`` (negation is exact and keeps NaNs). The
-backward pass of max/min carries each candidate's flat cell offset ``(i * W + w) * C + c`` as a
-key: ties go to the smaller key, which is the first cell in row-major order, and the first NaN
-wins.
+vectorises even for small ``C``. Then across ``kw`` columns by sliding the window along the whole
+row (long loops again), keeping every ``sw``-th column. Min pooling is max pooling of ``-x``
+(negation is exact and keeps NaNs). The backward pass of max/min carries each candidate's flat
+cell offset ``(i * W + w) * C + c`` as a key: ties go to the smaller key, which is the first cell
+in row-major order, and the first NaN wins.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -173,22 +172,25 @@ cdef inline void _combine(floating* dst, floating* dst_key, const floating* a,
             dst_key[c] = new_key if wins else held
 
 
-cdef inline void _reduce_windows(const floating* v, Geometry g, int mode,
-                                 floating* out) noexcept nogil:
-    """Reduce the ``kw`` columns of each window of the padded row ``v`` into ``out[ow * C + c]``."""
-    cdef Py_ssize_t ow, j
-    cdef Py_ssize_t C = g.C
-    cdef const floating* src
-    cdef floating* dst
-    for ow in range(g.Wo):
-        src = v + ow * g.sw * C
-        dst = out + ow * C
-        if g.kw == 1:
-            memcpy(dst, src, C * sizeof(floating))
-            continue
-        _combine(dst, NULL, src, NULL, src + C, NULL, C, mode)
-        for j in range(2, g.kw):
-            _combine(dst, NULL, dst, NULL, src + j * C, NULL, C, mode)
+cdef inline void _slide(const floating* v, const floating* key, Geometry g, int mode,
+                        floating* m, floating* m_key) noexcept nogil:
+    """Slide a ``kw``-column window along the padded row ``v``: ``m[t]`` reduces ``v[t]``,
+    ``v[t + C]``, ..., ``v[t + (kw - 1) * C]`` (keys likewise when ``key`` is not NULL).
+
+    Output column ``ow`` reads ``m[ow * sw * C:][:C]``. Computing every column instead of every
+    ``sw``-th keeps the loops long: short per-window loops would cost more than the extra work.
+    """
+    cdef Py_ssize_t j
+    cdef Py_ssize_t span = ((g.Wo - 1) * g.sw + 1) * g.C
+    if g.kw == 1:
+        memcpy(m, v, span * sizeof(floating))
+        if key != NULL:
+            memcpy(m_key, key, span * sizeof(floating))
+        return
+    _combine(m, m_key, v, key, v + g.C, key + g.C if key != NULL else NULL, span, mode)
+    for j in range(2, g.kw):
+        _combine(m, m_key, m, m_key, v + j * g.C, key + j * g.C if key != NULL else NULL, span,
+                 mode)
 
 
 cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
@@ -208,10 +210,11 @@ cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
                    int mode, floating[::1] tables, floating[:, ::1] scratch,
                    int nt) noexcept:
-    cdef Py_ssize_t r, n, oh, t
+    cdef Py_ssize_t r, n, oh, ow, t
     cdef Span rows
     cdef floating nrows
     cdef floating* v
+    cdef floating* m
     cdef floating* out
     cdef const floating* ncols = &tables[0]
     with nogil:
@@ -220,10 +223,13 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
             n = r // g.Ho
             oh = r % g.Ho
             v = &scratch[omp_get_thread_num(), 0]
+            m = v + g.Wp * g.C
             rows = _clip(oh, g.sh, g.kh, g.top, g.H)
-            out = &y[n, oh, 0, 0]
             _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, NULL, v, NULL)
-            _reduce_windows(v, g, mode, out)
+            _slide(v, NULL, g, mode, m, NULL)
+            out = &y[n, oh, 0, 0]
+            for ow in range(g.Wo):
+                memcpy(out + ow * g.C, m + ow * g.sw * g.C, g.C * sizeof(floating))
             if mode == MIN:
                 for t in range(g.Wo * g.C):
                     out[t] = -out[t]
@@ -270,18 +276,11 @@ cdef inline void _backward_row(const floating[:, :, :, ::1] x, const floating[:,
     cdef floating* key = v + size
     cdef floating* best = key + size
     cdef floating* best_key = best + size
-    cdef Py_ssize_t span = ((g.Wo - 1) * g.sw + 1) * g.C
     _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, cells, v, key)
-    # slide the window along the whole row (long vectorised loops), then read every sw-th column
-    cdef const floating* winner = key  # kw == 1: each column is its own window
-    if g.kw > 1:
-        _combine(best, best_key, v, key, v + g.C, key + g.C, span, mode)
-        for j in range(2, g.kw):
-            _combine(best, best_key, best, best_key, v + j * g.C, key + j * g.C, span, mode)
-        winner = best_key
+    _slide(v, key, g, mode, best, best_key)
     for ow in range(g.Wo):
         for t in range(g.C):
-            target[<Py_ssize_t>winner[ow * g.sw * g.C + t]] += grad[ow * g.C + t]
+            target[<Py_ssize_t>best_key[ow * g.sw * g.C + t]] += grad[ow * g.C + t]
 
 
 cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
@@ -341,7 +340,7 @@ def pool2d_forward(x, size, stride, padding, mode):
     y = np.empty((x.shape[0], g.Ho, g.Wo, g.C), dtype=x.dtype)
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
-    scratch = np.empty((nt, g.Wp * g.C + 64), dtype=x.dtype)
+    scratch = np.empty((nt, 2 * g.Wp * g.C + 64), dtype=x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, y, g, code, tables, scratch, nt)
     else:
