@@ -41,6 +41,7 @@ def _default_threads() -> int:
     return _available_cores()
 
 
+MAX_THREADS = 4096  # more would only make OpenMP try to start absurd numbers of threads
 _num_threads = _default_threads()
 _blas_limiter = None
 
@@ -60,6 +61,8 @@ def set_num_threads(n: int | None) -> None:
         raise TypeError(f"set_num_threads expects an int or None, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads expects n >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"set_num_threads expects n <= {MAX_THREADS}, got {n}")
     _num_threads = int(n) if openmp_enabled() else 1
     from threadpoolctl import threadpool_limits
 

@@ -86,7 +86,7 @@ def _subsample(x: np.ndarray, y: np.ndarray, limit: Optional[int], seed: Optiona
 
 
 def _load_model(path: str) -> Any:
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise CLIError(f"{path}: no such model file")
     return load_model(path)
 
@@ -161,7 +161,10 @@ def read_image(path: str) -> np.ndarray:
     in ``[0, 1]``), as the ``(28, 28, 1)`` float32 model input (:func:`presets.prepare_images`)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".npy":
-        image = np.load(path, allow_pickle=False)
+        try:
+            image = np.load(path, allow_pickle=False)
+        except (EOFError, ValueError) as exc:  # empty, garbage or pickled (object) contents
+            raise CLIError(f"{path}: not a readable .npy image ({exc})") from None
     elif suffix == ".png":
         try:
             from PIL import Image

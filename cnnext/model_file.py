@@ -65,6 +65,7 @@ _NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
 
 def read_archive(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Check the zip structure and CRCs, then read the header and the arrays it lists."""
+    open(path, "rb").close()  # a missing, unreadable or directory path: OSError naming it
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path!r} is not a cnnext model file (not a zip/.npz archive; "
                              "truncated or foreign file?)")
