@@ -210,6 +210,7 @@ cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
                    int mode, floating[::1] tables, floating[:, ::1] scratch,
                    int nt) noexcept:
+    """Pool ``x`` into ``y`` one output row per iteration; ``scratch`` holds 2 padded rows."""
     cdef Py_ssize_t r, n, oh, ow, t
     cdef Span rows
     cdef floating nrows
@@ -317,6 +318,7 @@ cdef void _backward_overlapping(const floating[:, :, :, ::1] x, const floating[:
 
 
 cdef Geometry _geometry(shape, size, stride, padding):
+    """Sizes from the contract's arguments; output sizes as in :mod:`cnnext.shapes`."""
     cdef Geometry g
     _, g.H, g.W, g.C = shape
     g.kh, g.kw = size

@@ -16,6 +16,7 @@ from cnnext._config import get_num_threads
 
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                    Py_ssize_t sh, Py_ssize_t sw, int nt) noexcept:
+    """Widen each input row into the first of its ``sh`` output rows, then copy that row down."""
     cdef Py_ssize_t H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t r, n, h, w, j, c, i
     cdef Py_ssize_t out_row = W * sw * C
@@ -37,6 +38,7 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
 
 cdef void _backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
                     Py_ssize_t sh, Py_ssize_t sw, floating[:, ::1] scratch, int nt) noexcept:
+    """Sum each block of ``dy`` into ``dx``; ``scratch`` holds one gradient row per thread."""
     cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
     cdef Py_ssize_t r, n, h, w, j, c, i, t
     cdef Py_ssize_t grad_row = W * sw * C
