@@ -258,10 +258,10 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
     Sp = _round_up(span, _lanes(x.dtype))
     wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
     wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
-    dxpad = _scratch("dxpad", (N, Hp * Wp * C + Sp), x.dtype, zero=True)
-    _scatter_input_grad(dy, wt, dxpad, Wp, C, sh, sw, dh, nt)
+    dxpad = _scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype, zero=True)
+    _scatter_input_grad(dy, wt, dxpad, C, sh, sw, dh, nt)
     dx = np.empty_like(x)
-    _place(dxpad[:, : Hp * Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
+    _place(dxpad[:, :, : Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
     return dx
 
 

@@ -56,6 +56,10 @@ cdef extern from "_conv_simd.h" nogil:
                               ptrdiff_t pix)
 
 
+cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
 cdef inline void _direct_row(const floating* x, Py_ssize_t kh_step, Py_ssize_t KH,
                              Py_ssize_t pix, const Py_ssize_t* toff, Py_ssize_t ntaps,
                              const floating* w, Py_ssize_t Fp, const floating* bias,
@@ -229,20 +233,26 @@ def _from_planes(const floating[:, :, ::1] planes, Py_ssize_t pitch, const float
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
-                        floating[:, ::1] dxpad, Py_ssize_t Wp, Py_ssize_t C, Py_ssize_t sh,
-                        Py_ssize_t sw, Py_ssize_t dh, int nt):
-    """Add the input gradient of every sample into ``dxpad (N, Hp*Wp*C + slack)``, the padded
-    ``(Hp, Wp, C)`` input gradient of each sample followed by ``Sp`` elements of slack, by
-    scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``; one task per sample."""
+                        floating[:, :, ::1] dxpad, Py_ssize_t C, Py_ssize_t sh, Py_ssize_t sw,
+                        Py_ssize_t dh, int nt):
+    """Add the input gradient of every sample into ``dxpad (N, Hp, Wp*C + Sp)``: rows of the
+    padded ``(Hp, Wp, C)`` input gradient, each followed by ``Sp`` elements of slack (zeros are
+    added there), by scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``. Output rows
+    are taken in ``M`` classes (row index modulo M) whose rows write disjoint input rows, so
+    each class runs in parallel over (sample, row); the classes run one after another."""
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
-    cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2]
-    cdef Py_ssize_t n, oh
+    cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2], pitch = dxpad.shape[2]
+    cdef Py_ssize_t M = (KH - 1) * dh // sh + 1  # rows M apart touch disjoint input rows
+    cdef Py_ssize_t per_sample, item, n, oh, phase
     if N == 0:
         return
-    for n in prange(N, nogil=True, num_threads=nt, schedule="static"):
-        for oh in range(Ho):
+    for phase in range(_imin(M, Ho)):
+        per_sample = (Ho - phase + M - 1) // M
+        for item in prange(N * per_sample, nogil=True, num_threads=nt, schedule="static"):
+            n = item // per_sample
+            oh = phase + (item % per_sample) * M
             _input_grad_row(&dy[n, oh, 0, 0], Wo, F, &wt[0, 0, 0], KH, Sp,
-                            &dxpad[n, oh * sh * Wp * C], dh * Wp * C, sw * C)
+                            &dxpad[n, oh * sh, 0], dh * pitch, sw * C)
 
 
 def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,

@@ -112,7 +112,8 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
  * ow and kernel row kh, dx[kh * kh_step + ow * pix + s] += sum_f dy[ow, f] * wt[kh, f, s] for
  * s in [0, Sp), where s runs over one kernel row's span of input cells and channels. dy: (Wo, F);
  * wt: (KH, F, Sp), Sp a multiple of L (zeros past the span); dx: the padded input gradient at
- * the row's first window cell, with Sp elements of slack past its end (zeros are added there). */
+ * the row's first window cell; every input row needs Sp elements of slack past its end (zeros
+ * are added there). */
 static void CNX_NAME(cnx_input_grad_row)(const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t F,
                                          const CNX_T* wt, ptrdiff_t KH, ptrdiff_t Sp, CNX_T* dx,
                                          ptrdiff_t kh_step, ptrdiff_t pix)
