@@ -19,6 +19,7 @@ rm -rf "$venv" "$repo/dist"
 "$venv/bin/python" -m pip wheel -q --no-deps -w "$repo/dist" "$repo"
 wheel="$(ls "$repo"/dist/cnnext-*.whl)"
 "$venv/bin/python" -m pip install -q "${wheel}[test]"
+export CNNEXT_WHEEL="$wheel"   # tests/test_build.py inspects this wheel
 
 workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
