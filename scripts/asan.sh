@@ -53,7 +53,11 @@ status=0
 # Self-check, so that a clean run means something: every module is instrumented, and a real
 # heap overflow (a memcpy past a numpy buffer) is reported through the same options.
 for so in "$work"/cnnext/_ext/*.so; do
-    nm -D "$so" | grep -q __asan_init || { echo "asan.sh: $so is not instrumented" >&2; exit 1; }
+    # grep without -q reads all of nm's output: no SIGPIPE failing the pipeline
+    if ! nm -D "$so" | grep __asan_init > /dev/null; then
+        echo "asan.sh: $so is not instrumented" >&2
+        exit 1
+    fi
 done
 mkdir -p "$work/canary"
 ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:log_path=$work/canary/asan" LD_PRELOAD="$libasan" \

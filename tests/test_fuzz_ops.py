@@ -471,22 +471,27 @@ def test_the_shares_add_up_to_the_required_total():
 
 @pytest.mark.parametrize("name", [
     "numpy",
+    # not strict: whether it shows depends on the kernel variant the build/CPU selects
     pytest.param("cython", marks=pytest.mark.xfail(
-        "cython" in BACKENDS, strict=True,
+        "cython" in BACKENDS, strict=False,
         reason="KNOWN BUG (reported for src/_conv2d.pyx): the compiled input gradient "
                "spreads a NaN of dy to dx cells outside its window")),
 ])
 def test_conv2d_backward_keeps_a_nan_in_dy_to_its_own_cells(name):
     """dx[n, h, w, :] depends only on the dy cells whose windows cover (h, w): a NaN in dy must
-    not turn any other cell of dx into NaN (found by the fuzzer above)."""
+    turn exactly the cells of its window into NaN, no others (found by the fuzzer above)."""
     if name not in BACKENDS:
         pytest.skip("compiled kernels not built")
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, 2, 3, 3)).astype(np.float32)
-    w = rng.normal(size=(2, 2, 3, 4)).astype(np.float32)
-    dy = rng.normal(size=(3, 1, 2, 4)).astype(np.float32)
-    dy[0, 0, 1, 0] = np.nan
-    dx = ops.conv2d_backward(dy, x, w, backend=name)[0]
-    expected = np.zeros(dx.shape, bool)
-    expected[0, 0:2, 1:3, :] = True  # the 2x2 window of output (0, 1) in sample 0
-    np.testing.assert_array_equal(np.isnan(dx), expected)
+    for _ in range(200):
+        n, h, w, c, f = (int(v) for v in rng.integers(1, 6, size=5))
+        kh, kw = int(rng.integers(1, min(h, 3) + 1)), int(rng.integers(1, min(w, 3) + 1))
+        x = rng.normal(size=(n, h, w, c)).astype(np.float32)
+        kernel = rng.normal(size=(kh, kw, c, f)).astype(np.float32)
+        dy = rng.normal(size=(n, h - kh + 1, w - kw + 1, f)).astype(np.float32)
+        at = tuple(int(rng.integers(s)) for s in dy.shape)
+        dy[at] = np.nan
+        dx = ops.conv2d_backward(dy, x, kernel, backend=name)[0]
+        expected = np.zeros(dx.shape, bool)
+        expected[at[0], at[1]:at[1] + kh, at[2]:at[2] + kw, :] = True  # its window
+        np.testing.assert_array_equal(np.isnan(dx), expected, err_msg=f"{x.shape} {kernel.shape}")
