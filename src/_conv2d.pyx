@@ -4,17 +4,23 @@ Both functions follow the backend contract in :mod:`cnnext.backend`: ``x (N, H, 
 ``w (KH, KW, C, F)``, ``b (F,)`` or None, C-contiguous, one float dtype (float32 or float64);
 ``stride`` and ``dilation`` are ``(h, w)``, ``padding`` is ``(top, bottom, left, right)`` (zeros).
 
-Two algorithms, chosen per call from the shapes:
+Algorithms, chosen per call from the shapes:
 
-* direct (few channels): the input is zero-padded once, then every output row is accumulated in
-  register blocks of output pixels x output channels. The input gradient is the same kernel run
-  as a transposed convolution (the output gradient zero-interleaved by the stride, the kernel
-  flipped and its channel axes swapped).
-* GEMM (many channels, ``KH*KW*C >= 64`` and ``F >= 32``): im2col of a chunk of samples into a
-  reused buffer, then one matrix product through numpy's BLAS; col2im for the input gradient.
+* Direct kernels (src/_conv_simd_kernels.h), compiled for several instruction sets and picked at
+  import time (:func:`simd_level`; the ``CNNEXT_SIMD`` environment variable overrides it):
+  - channel lanes: output channels in the vector lanes, a register block of output pixels
+    (forward) or kernel taps (weight gradient) accumulated by outer products;
+  - pixel lanes (stride 1, few channels): channel planes with consecutive pixels in the lanes;
+  - input gradient: a scatter of each output pixel through the kernel (the kernel row's span of
+    input cells in the lanes), or a pixel-lane transposed convolution for few input channels.
+  A small cost model (vector multiply-adds) picks channel or pixel lanes per direction.
+* GEMM, for many channels (``KH*KW*C >= 64`` and ``F >= 32``) when the kernels have no AVX-512:
+  im2col of a chunk of samples into a reused buffer, one matrix product through numpy's BLAS,
+  col2im for the input gradient.
 
 Weight and bias gradients are summed per fixed batch chunk (the split depends on the shapes only)
-and the chunks are added in order, so results do not depend on the thread count.
+and the chunks are added in order, so the direct kernels give bit-identical results for any
+thread count (the GEMM path inherits BLAS's rounding, which may vary with its thread count).
 """
 import os
 import threading

@@ -9,11 +9,13 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cnnext
 from cnnext import backend
 from cnnext._config import openmp_enabled
+from cnnext.backend import numpy_ops
 
 EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_openmp")
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +78,43 @@ def _built_wheel(tmp_path: Path) -> Path:
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = tmp_path.glob("cnnext-*.whl")
     return wheel
+
+
+# (N, H, W, C, KH, KW, F, stride, padding, dilation): few and many channels, strides, dilation,
+# asymmetric padding, so every direct kernel (and the GEMM path below AVX-512) runs.
+CONV_CASES = [
+    (3, 9, 8, 1, 5, 5, 6, (1, 1), (2, 2, 2, 2), (1, 1)),
+    (2, 10, 9, 6, 3, 2, 16, (1, 1), (0, 1, 2, 0), (1, 2)),
+    (2, 9, 11, 5, 3, 3, 7, (2, 3), (1, 0, 0, 2), (2, 1)),
+    (2, 8, 8, 16, 3, 3, 40, (1, 1), (1, 1, 1, 1), (1, 1)),
+]
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_every_simd_level_matches_the_numpy_twin(level: str) -> None:
+    from cnnext._ext import _conv2d
+
+    previous = _conv2d.simd_level()
+    try:
+        _conv2d.set_simd_level(level)
+    except ValueError:
+        pytest.skip(f"this CPU does not run the {level} kernels")
+    try:
+        rng = np.random.default_rng(0)
+        for n, h, w_, c, kh, kw, f, stride, padding, dilation in CONV_CASES:
+            x = rng.standard_normal((n, h, w_, c))
+            w = rng.standard_normal((kh, kw, c, f))
+            b = rng.standard_normal(f)
+            args = (stride, padding, dilation)
+            y = _conv2d.conv2d_forward(x, w, b, *args)
+            np.testing.assert_allclose(y, numpy_ops.conv2d_forward(x, w, b, *args), rtol=1e-10,
+                                       atol=1e-10)
+            dy = rng.standard_normal(y.shape)
+            for got, want in zip(_conv2d.conv2d_backward(dy, x, w, *args),
+                                 numpy_ops.conv2d_backward(dy, x, w, *args)):
+                np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    finally:
+        _conv2d.set_simd_level(previous)
 
 
 def test_wheel_is_a_platform_wheel_with_every_extension(tmp_path: Path) -> None:
