@@ -272,8 +272,8 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
 
 
 # Cost model (vector multiply-adds per sample) choosing between the direct kernels. Pixel-lane
-# kernels load a vector per multiply-add, hence the factor 2; a scattered update of the input
-# gradient costs about 8 multiply-adds (read-modify-write of overlapping vectors).
+# kernels load a vector per multiply-add, hence the factor 2; each scattered update of the input
+# gradient (a vector read-modify-write) costs about 2 multiply-adds.
 def _cost_channel_lanes(Ho, Wo, taps, Cout, L) -> int:
     return Ho * _round_up(Wo, cnx_f.rb) * taps * -(-Cout // L)
 
@@ -291,7 +291,7 @@ def _cost_wgrad_pixel_lanes(Ho, pitch, taps, C, F, L) -> int:
 
 
 def _cost_scatter(Ho, Wo, KH, span, F, L) -> int:
-    return Ho * Wo * KH * -(-span // L) * (F + 8)
+    return Ho * Wo * KH * -(-span // L) * (F + 2)
 
 
 def _conv_via_planes(src, origin, spread, plane_hw, w, bias, out_hw, dilation, nt):

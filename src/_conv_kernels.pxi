@@ -48,12 +48,12 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_planar_weight_grad_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* dy,
                                   ptrdiff_t nq, double* dw, double* db)
-    void cnx_input_grad_row_f(const float* dy, ptrdiff_t Wo, ptrdiff_t F, const float* wt,
-                              ptrdiff_t KH, ptrdiff_t Sp, float* dx, ptrdiff_t kh_step,
-                              ptrdiff_t pix)
-    void cnx_input_grad_row_d(const double* dy, ptrdiff_t Wo, ptrdiff_t F, const double* wt,
-                              ptrdiff_t KH, ptrdiff_t Sp, double* dx, ptrdiff_t kh_step,
-                              ptrdiff_t pix)
+    void cnx_input_grad_rows_f(const float** dy_rows, float** dx_rows, ptrdiff_t nr,
+                               ptrdiff_t Wo, ptrdiff_t F, const float* wt, ptrdiff_t KH,
+                               ptrdiff_t Sp, ptrdiff_t kh_step, ptrdiff_t pix)
+    void cnx_input_grad_rows_d(const double** dy_rows, double** dx_rows, ptrdiff_t nr,
+                               ptrdiff_t Wo, ptrdiff_t F, const double* wt, ptrdiff_t KH,
+                               ptrdiff_t Sp, ptrdiff_t kh_step, ptrdiff_t pix)
 
 
 cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -80,13 +80,27 @@ cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_
         cnx_weight_grad_d(x, row_step, pix, toff, ntaps, dy, Ho, Wo, Fp, dw)
 
 
-cdef inline void _input_grad_row(const floating* dy, Py_ssize_t Wo, Py_ssize_t F,
-                                 const floating* wt, Py_ssize_t KH, Py_ssize_t Sp, floating* dx,
-                                 Py_ssize_t kh_step, Py_ssize_t pix) noexcept nogil:
+cdef inline void _input_grad_block(const floating* dy, floating* dxpad, const floating* wt,
+                                   Py_ssize_t first, Py_ssize_t nr, Py_ssize_t per_sample,
+                                   Py_ssize_t phase, Py_ssize_t M, Py_ssize_t Ho, Py_ssize_t Wo,
+                                   Py_ssize_t F, Py_ssize_t Hp, Py_ssize_t pitch, Py_ssize_t KH,
+                                   Py_ssize_t Sp, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                                   Py_ssize_t C) noexcept nogil:
+    """Scatter rows ``first .. first+nr-1`` of the row class ``phase`` (rows ``phase + i*M`` of
+    every sample, ``per_sample`` per sample) into ``dxpad (N, Hp, pitch)``."""
+    cdef const floating* dy_rows[16]  # nr <= the register block (at most 12)
+    cdef floating* dx_rows[16]
+    cdef Py_ssize_t r, i, n, oh
+    for r in range(nr):
+        i = first + r
+        n = i // per_sample
+        oh = phase + (i % per_sample) * M
+        dy_rows[r] = dy + (n * Ho + oh) * Wo * F
+        dx_rows[r] = dxpad + (n * Hp + oh * sh) * pitch
     if floating is float:
-        cnx_input_grad_row_f(dy, Wo, F, wt, KH, Sp, dx, kh_step, pix)
+        cnx_input_grad_rows_f(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, dh * pitch, sw * C)
     else:
-        cnx_input_grad_row_d(dy, Wo, F, wt, KH, Sp, dx, kh_step, pix)
+        cnx_input_grad_rows_d(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, dh * pitch, sw * C)
 
 
 cdef inline void _planar_plane(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
@@ -238,21 +252,23 @@ def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::
     """Add the input gradient of every sample into ``dxpad (N, Hp, Wp*C + Sp)``: rows of the
     padded ``(Hp, Wp, C)`` input gradient, each followed by ``Sp`` elements of slack (zeros are
     added there), by scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``. Output rows
-    are taken in ``M`` classes (row index modulo M) whose rows write disjoint input rows, so
-    each class runs in parallel over (sample, row); the classes run one after another."""
+    are taken in ``M`` classes (row index modulo M) whose rows write disjoint input rows; each
+    class runs in parallel over blocks of its rows (across samples), one class after another."""
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
-    cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2], pitch = dxpad.shape[2]
+    cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2], Hp = dxpad.shape[1]
+    cdef Py_ssize_t pitch = dxpad.shape[2], rb = cnx_f.rb
     cdef Py_ssize_t M = (KH - 1) * dh // sh + 1  # rows M apart touch disjoint input rows
-    cdef Py_ssize_t per_sample, item, n, oh, phase
+    cdef Py_ssize_t per_sample, rows, block, phase
     if N == 0:
         return
     for phase in range(_imin(M, Ho)):
         per_sample = (Ho - phase + M - 1) // M
-        for item in prange(N * per_sample, nogil=True, num_threads=nt, schedule="static"):
-            n = item // per_sample
-            oh = phase + (item % per_sample) * M
-            _input_grad_row(&dy[n, oh, 0, 0], Wo, F, &wt[0, 0, 0], KH, Sp,
-                            &dxpad[n, oh * sh, 0], dh * pitch, sw * C)
+        rows = N * per_sample
+        for block in prange((rows + rb - 1) // rb, nogil=True, num_threads=nt,
+                            schedule="static"):
+            _input_grad_block(&dy[0, 0, 0, 0], &dxpad[0, 0, 0], &wt[0, 0, 0], block * rb,
+                              _imin(rb, rows - block * rb), per_sample, phase, M, Ho, Wo, F, Hp,
+                              pitch, KH, Sp, sh, sw, dh, C)
 
 
 def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,

@@ -108,21 +108,23 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
     }
 }
 
-/* Input gradient of one output row, scattered back through the kernel: for every output pixel
- * ow and kernel row kh, dx[kh * kh_step + ow * pix + s] += sum_f dy[ow, f] * wt[kh, f, s] for
- * s in [0, Sp), where s runs over one kernel row's span of input cells and channels. dy: (Wo, F);
- * wt: (KH, F, Sp), Sp a multiple of L (zeros past the span); dx: the padded input gradient at
- * the row's first window cell; every input row needs Sp elements of slack past its end (zeros
- * are added there). */
-static void CNX_NAME(cnx_input_grad_row)(const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t F,
-                                         const CNX_T* wt, ptrdiff_t KH, ptrdiff_t Sp, CNX_T* dx,
-                                         ptrdiff_t kh_step, ptrdiff_t pix)
+/* Input gradient scattered back through the kernel from nr <= CNX_RB output rows whose input
+ * rows do not overlap: for every pixel ow of row r and kernel row kh,
+ * dx_rows[r][kh * kh_step + ow * pix + s] += sum_f dy_rows[r][ow * F + f] * wt[kh, f, s] for
+ * s in [0, Sp), where s runs over one kernel row's span of input cells and channels.
+ * dy_rows[r]: (Wo, F); wt: (KH, F, Sp), Sp a multiple of L (zeros past the span); dx_rows[r]:
+ * the padded input gradient at row r's first window cell; every input row needs Sp elements of
+ * slack past its end (zeros are added there). The rows are updated in turn at each pixel, so
+ * consecutive read-modify-writes never overlap (no store-forwarding stalls). */
+static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, CNX_T* const* dx_rows,
+                                          ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
+                                          const CNX_T* wt, ptrdiff_t KH, ptrdiff_t Sp,
+                                          ptrdiff_t kh_step, ptrdiff_t pix)
 {
-    for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB) {
-        const CNX_T* d[CNX_RB]; /* pixels past the row end read the last pixel (not stored) */
-        for (int r = 0; r < CNX_RB; r++)
-            d[r] = dy + (ow0 + r < Wo ? ow0 + r : Wo - 1) * F;
-        const ptrdiff_t nr = Wo - ow0 < CNX_RB ? Wo - ow0 : CNX_RB;
+    const CNX_T* d[CNX_RB]; /* rows past nr repeat row 0 (computed, not stored) */
+    for (int r = 0; r < CNX_RB; r++)
+        d[r] = dy_rows[r < nr ? r : 0];
+    for (ptrdiff_t ow = 0; ow < Wo; ow++) {
         for (ptrdiff_t kh = 0; kh < KH; kh++) {
             for (ptrdiff_t s0 = 0; s0 < Sp; s0 += CNX_L) {
                 const CNX_T* wk = wt + kh * F * Sp + s0;
@@ -132,11 +134,12 @@ static void CNX_NAME(cnx_input_grad_row)(const CNX_T* dy, ptrdiff_t Wo, ptrdiff_
                 for (ptrdiff_t f = 0; f < F; f++) {
                     const CNX_V wv = CNX_NAME(cnx_load)(wk + f * Sp);
                     for (int r = 0; r < CNX_RB; r++)
-                        acc[r] += d[r][f] * wv;
+                        acc[r] += d[r][ow * F + f] * wv;
                 }
-                CNX_T* dst = dx + kh * kh_step + ow0 * pix + s0;
-                for (ptrdiff_t r = 0; r < nr; r++, dst += pix)
+                for (ptrdiff_t r = 0; r < nr; r++) {
+                    CNX_T* dst = dx_rows[r] + kh * kh_step + ow * pix + s0;
                     CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
+                }
             }
         }
     }
@@ -218,7 +221,7 @@ static void CNX_NAME(cnx_planar_weight_grad)(const CNX_T* in, ptrdiff_t plane, p
 
 static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
-    CNX_NAME(cnx_input_grad_row), CNX_NAME(cnx_planar_conv),
+    CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
     (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB,
 };
