@@ -110,3 +110,20 @@ def test_a_model_too_large_for_memory_raises_memory_error(backend_name):
                        backend=backend_name)
     with pytest.raises(MemoryError, match="TiB|GiB"):
         model.predict(np.ones((1, 1, 1, 1)))
+
+
+def test_a_huge_stride_allocates_nothing_large(backend_name):
+    """Regression: the compiled conv sized its padded input by stride x register block, so a
+    stride of 10**6 on a 7x7 image zero-filled (and kept) gigabytes; ops.py now clamps a stride
+    beyond the input, which leaves the single output row/column unchanged."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3, 7, 7, 4)).astype(np.float32)
+    w = rng.normal(size=(2, 2, 4, 3)).astype(np.float32)
+    before = rss_mb()
+    y = ops.conv2d(x, w, stride=(10**6, 2), backend=backend_name)
+    dy = np.ones((3, 1, 1, 3), np.float32)
+    dw = ops.conv2d_backward(dy, x, w, stride=10**6 - 1, backend=backend_name)[1]
+    assert rss_mb() - before < LIMIT_MB
+    np.testing.assert_allclose(y, ops.conv2d(x, w, stride=(6, 2), backend="numpy"), rtol=1e-5)
+    np.testing.assert_allclose(dw, ops.conv2d_backward(dy, x, w, stride=6, backend="numpy")[1],
+                               rtol=1e-5)
