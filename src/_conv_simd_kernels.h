@@ -33,6 +33,43 @@ static inline void CNX_NAME(cnx_store)(CNX_T* p, CNX_V v, ptrdiff_t n)
     }
 }
 
+/* One register block of a direct-convolution output row: np = CNX_RB / nf output pixels from
+ * ow0 times nf vectors of output channels from f0 (nf is 1 or 2, a constant once inlined; two
+ * vectors share each broadcast input, which saves loads when there are enough channels). */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_direct_block)(
+    const int nf, const CNX_T* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
+    const ptrdiff_t* toff, ptrdiff_t ntaps, const CNX_T* w, ptrdiff_t Fp, const CNX_T* bias,
+    CNX_T* y, ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t ow0, ptrdiff_t f0)
+{
+    const int np = CNX_RB / nf;
+    CNX_V acc[CNX_RB];
+    for (int v = 0; v < nf; v++) {
+        const CNX_V b = CNX_NAME(cnx_load)(bias + f0 + v * CNX_L);
+        for (int p = 0; p < np; p++)
+            acc[p * nf + v] = b;
+    }
+    for (ptrdiff_t kh = 0; kh < KH; kh++) {
+        const CNX_T* xk = x + kh * kh_step + ow0 * pix;
+        const CNX_T* wt = w + kh * ntaps * Fp + f0;
+        for (ptrdiff_t t = 0; t < ntaps; t++, wt += Fp) {
+            CNX_V wv[2];
+            for (int v = 0; v < nf; v++)
+                wv[v] = CNX_NAME(cnx_load)(wt + v * CNX_L);
+            const CNX_T* xt = xk + toff[t];
+            for (int p = 0; p < np; p++) {
+                const CNX_T a = xt[p * pix];
+                for (int v = 0; v < nf; v++)
+                    acc[p * nf + v] += a * wv[v];
+            }
+        }
+    }
+    const ptrdiff_t valid = Wo - ow0 < np ? Wo - ow0 : np;
+    for (ptrdiff_t p = 0; p < valid; p++)
+        for (int v = 0; v < nf; v++)
+            CNX_NAME(cnx_store)(y + (ow0 + p) * F + f0 + v * CNX_L, acc[p * nf + v],
+                                F - f0 - v * CNX_L);
+}
+
 /* One output row of a direct convolution: y (Wo, F) = bias + sum over the kernel of x * w.
  * x: first cell of the row's first window; kernel rows are kh_step elements apart, neighbouring
  * output pixels pix elements apart. w: (KH, ntaps, Fp) with Fp a multiple of L; bias: (Fp,).
@@ -42,25 +79,51 @@ static void CNX_NAME(cnx_direct_row)(const CNX_T* x, ptrdiff_t kh_step, ptrdiff_
                                      const CNX_T* w, ptrdiff_t Fp, const CNX_T* bias, CNX_T* y,
                                      ptrdiff_t Wo, ptrdiff_t F)
 {
-    for (ptrdiff_t f0 = 0; f0 < Fp; f0 += CNX_L) {
-        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB) {
-            CNX_V acc[CNX_RB];
-            const CNX_V b = CNX_NAME(cnx_load)(bias + f0);
-            for (int r = 0; r < CNX_RB; r++)
-                acc[r] = b;
-            for (ptrdiff_t kh = 0; kh < KH; kh++) {
-                const CNX_T* xk = x + kh * kh_step + ow0 * pix;
-                const CNX_T* wt = w + kh * ntaps * Fp + f0;
-                for (ptrdiff_t t = 0; t < ntaps; t++, wt += Fp) {
-                    const CNX_V wv = CNX_NAME(cnx_load)(wt);
-                    const CNX_T* xt = xk + toff[t];
-                    for (int r = 0; r < CNX_RB; r++)
-                        acc[r] += xt[r * pix] * wv;
-                }
+    ptrdiff_t f0 = 0;
+    for (; f0 + 2 * CNX_L <= Fp; f0 += 2 * CNX_L)
+        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB / 2)
+            CNX_NAME(cnx_direct_block)(2, x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo,
+                                       F, ow0, f0);
+    for (; f0 < Fp; f0 += CNX_L)
+        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB)
+            CNX_NAME(cnx_direct_block)(1, x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo,
+                                       F, ow0, f0);
+}
+
+/* One register block of the weight gradient over output rows [oh0, oh1): np = CNX_RB / nf
+ * kernel taps from t0 times nf vectors of output channels from f0 (as in cnx_direct_block). */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_weight_grad_block)(
+    const int nf, const CNX_T* x, ptrdiff_t row_step, ptrdiff_t pix, const ptrdiff_t* toff,
+    ptrdiff_t ntaps, const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t Fp, CNX_T* dw, ptrdiff_t oh0,
+    ptrdiff_t oh1, ptrdiff_t t0, ptrdiff_t f0)
+{
+    const int np = CNX_RB / nf;
+    ptrdiff_t off[CNX_RB];
+    for (int p = 0; p < np; p++)
+        off[p] = toff[t0 + p];
+    CNX_V acc[CNX_RB];
+    for (int r = 0; r < CNX_RB; r++)
+        acc[r] = (CNX_V){0};
+    for (ptrdiff_t oh = oh0; oh < oh1; oh++) {
+        const CNX_T* xr = x + oh * row_step;
+        const CNX_T* dr = dy + oh * Wo * Fp + f0;
+        for (ptrdiff_t ow = 0; ow < Wo; ow++) {
+            CNX_V d[2];
+            for (int v = 0; v < nf; v++)
+                d[v] = CNX_NAME(cnx_load)(dr + ow * Fp + v * CNX_L);
+            const CNX_T* px = xr + ow * pix;
+            for (int p = 0; p < np; p++) {
+                const CNX_T a = px[off[p]];
+                for (int v = 0; v < nf; v++)
+                    acc[p * nf + v] += a * d[v];
             }
-            const ptrdiff_t nr = Wo - ow0 < CNX_RB ? Wo - ow0 : CNX_RB;
-            for (ptrdiff_t r = 0; r < nr; r++)
-                CNX_NAME(cnx_store)(y + (ow0 + r) * F + f0, acc[r], F - f0);
+        }
+    }
+    const ptrdiff_t valid = ntaps - t0 < np ? ntaps - t0 : np;
+    for (ptrdiff_t p = 0; p < valid; p++) {
+        for (int v = 0; v < nf; v++) {
+            CNX_T* dst = dw + (t0 + p) * Fp + f0 + v * CNX_L;
+            CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[p * nf + v], CNX_L);
         }
     }
 }
@@ -80,31 +143,15 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
     const ptrdiff_t tile_rows = Wo >= CNX_TILE_PIXELS ? 1 : CNX_TILE_PIXELS / Wo;
     for (ptrdiff_t oh0 = 0; oh0 < Ho; oh0 += tile_rows) {
         const ptrdiff_t oh1 = oh0 + tile_rows < Ho ? oh0 + tile_rows : Ho;
-        for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB) {
-            ptrdiff_t off[CNX_RB];
-            for (int r = 0; r < CNX_RB; r++)
-                off[r] = toff[t0 + r];
-            const ptrdiff_t nr = ntaps - t0 < CNX_RB ? ntaps - t0 : CNX_RB;
-            for (ptrdiff_t f0 = 0; f0 < Fp; f0 += CNX_L) {
-                CNX_V acc[CNX_RB];
-                for (int r = 0; r < CNX_RB; r++)
-                    acc[r] = (CNX_V){0};
-                for (ptrdiff_t oh = oh0; oh < oh1; oh++) {
-                    const CNX_T* xr = x + oh * row_step;
-                    const CNX_T* dr = dy + oh * Wo * Fp + f0;
-                    for (ptrdiff_t ow = 0; ow < Wo; ow++) {
-                        const CNX_V d = CNX_NAME(cnx_load)(dr + ow * Fp);
-                        const CNX_T* px = xr + ow * pix;
-                        for (int r = 0; r < CNX_RB; r++)
-                            acc[r] += px[off[r]] * d;
-                    }
-                }
-                for (ptrdiff_t r = 0; r < nr; r++) {
-                    CNX_T* dst = dw + (t0 + r) * Fp + f0;
-                    CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
-                }
-            }
-        }
+        ptrdiff_t f0 = 0;
+        for (; f0 + 2 * CNX_L <= Fp; f0 += 2 * CNX_L)
+            for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB / 2)
+                CNX_NAME(cnx_weight_grad_block)(2, x, row_step, pix, toff, ntaps, dy, Wo, Fp, dw,
+                                                oh0, oh1, t0, f0);
+        for (; f0 < Fp; f0 += CNX_L)
+            for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB)
+                CNX_NAME(cnx_weight_grad_block)(1, x, row_step, pix, toff, ntaps, dy, Wo, Fp, dw,
+                                                oh0, oh1, t0, f0);
     }
 }
 
