@@ -147,6 +147,7 @@ def conv2d_backward(dy, x, w, stride, padding, dilation):
 
 
 def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
+    """Output channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     (top, bottom, left, right) = padding
@@ -157,7 +158,7 @@ def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
         bias = np.zeros(F, dtype=x.dtype) if b is None else b
         return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
                                 w, bias, (Ho, Wo), dilation, get_num_threads())
-    Fp = _round_up(F, _lanes(x.dtype))
+    Fp = _round_up(F, L)
     nt = get_num_threads()
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     bias = np.zeros(Fp, dtype=x.dtype)
@@ -173,6 +174,33 @@ def _backward_direct(dy, x, w, stride, padding, dilation):
     nt = get_num_threads()
     dw, db = _weight_grad_direct(dy, x, w, stride, padding, dilation, nt)
     return _input_grad_direct(dy, x, w, stride, padding, dilation, nt), dw, db
+
+
+def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
+    """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order; output
+    channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
+    top, bottom, left, right = padding
+    L, pitch = _lanes(x.dtype), W + left + right
+    if stride[0] == stride[1] == 1 and _cost_wgrad_pixel_lanes(
+        Ho, pitch, KH * KW, C, F, L
+    ) < _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L):
+        return _weight_grad_planar(dy, x, w, padding, dilation, nt)
+    Fp = _round_up(F, _lanes(x.dtype))
+    xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
+    dyp = dy
+    if Fp != F:
+        dyp = _scratch("dyp", (N, Ho, Wo, Fp), x.dtype, zero=True)
+        _place(dy, dyp, 0, 0, 1, 1, nt)
+    chunks = min(N, WEIGHT_GRAD_CHUNKS)
+    dwc = _scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype, zero=True)
+    dbc = np.zeros((chunks, Fp), dtype=x.dtype)
+    _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
+                        stride[1], dilation[0], nt)
+    dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
+    return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
 
 
 def _weight_grad_planar(dy, x, w, padding, dilation, nt):
@@ -211,33 +239,6 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
     if planar < scatter:
         return _input_grad_planar(dy, x, w, stride, padding, dilation, nt)
     return _input_grad_scatter(dy, x, w, stride, padding, dilation, nt)
-
-
-def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
-    """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order; output
-    channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
-    N, H, W, C = x.shape
-    KH, KW, _, F = w.shape
-    _, Ho, Wo, _ = dy.shape
-    top, bottom, left, right = padding
-    L, pitch = _lanes(x.dtype), W + left + right
-    if stride[0] == stride[1] == 1 and _cost_wgrad_pixel_lanes(
-        Ho, pitch, KH * KW, C, F, L
-    ) < _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L):
-        return _weight_grad_planar(dy, x, w, padding, dilation, nt)
-    Fp = _round_up(F, _lanes(x.dtype))
-    xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
-    dyp = dy
-    if Fp != F:
-        dyp = _scratch("dyp", (N, Ho, Wo, Fp), x.dtype, zero=True)
-        _place(dy, dyp, 0, 0, 1, 1, nt)
-    chunks = min(N, WEIGHT_GRAD_CHUNKS)
-    dwc = _scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype, zero=True)
-    dbc = np.zeros((chunks, Fp), dtype=x.dtype)
-    _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
-                        stride[1], dilation[0], nt)
-    dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
-    return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
 
 
 def _input_grad_planar(dy, x, w, stride, padding, dilation, nt):
