@@ -328,7 +328,9 @@ def _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo):
     KH, KW, _, F = w.shape
     (sh, sw), (top, _, left, _), (dh, dw) = stride, padding, dilation
     K, P = KH * KW * C, Ho * Wo
-    nt = get_num_threads()
+    # im2col/col2im stay on one thread: OpenMP workers spinning after a parallel region would
+    # fight BLAS's threads for the cores.
+    nt = 1
     w2d = w.reshape(K, F)
     y = np.empty((N, Ho, Wo, F), dtype=x.dtype)
     y2d = y.reshape(N * P, F)
@@ -349,7 +351,9 @@ def _backward_gemm(dy, x, w, stride, padding, dilation):
     _, Ho, Wo, _ = dy.shape
     (sh, sw), (top, _, left, _), (dh, dw) = stride, padding, dilation
     K, P = KH * KW * C, Ho * Wo
-    nt = get_num_threads()
+    # im2col/col2im stay on one thread: OpenMP workers spinning after a parallel region would
+    # fight BLAS's threads for the cores.
+    nt = 1
     w2d = w.reshape(K, F)
     dy2d = dy.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
