@@ -122,10 +122,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or preset.batch_size
     model = presets.build_model(preset.name, args.optimizer, args.lr, args.seed, args.schedule,
                                 total_steps=epochs * -(-len(x) // batch_size))
-    optimizer = model.optimizer
     learning_rate = args.lr or preset.learning_rate
     schedule = args.schedule or preset.schedule
-    print(f"train: {preset.name} ({preset.description}); {type(optimizer).__name__} "
+    print(f"train: {preset.name} ({preset.description}); {type(model.optimizer).__name__} "
           f"lr {learning_rate} ({schedule}), batch {batch_size}, {epochs} epochs, "
           f"{len(x)} training / {len(xt)} test images")
     history = model.fit(presets.prepare_images(x), y, epochs=epochs, batch_size=batch_size,
