@@ -8,6 +8,7 @@ Non-finite inputs raise ValueError. Labels are integer class ids or one-hot rows
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ import numpy as np
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
-from .backend import resolve
+from ._config import get_num_threads, single_threaded_blas
+from .backend import BACKENDS, resolve
 from .callbacks import Callback, History
 from .layers import ActivatedLayer, Layer, get_layer_class
 from .training import DeferInterrupt, run_epochs, split_validation
@@ -285,9 +287,17 @@ class Sequential:
             return "logits"
         return "fused" if activation == self.loss.fused_activation else "plain"
 
+    def _blas_policy(self) -> AbstractContextManager:
+        """Dense layers' BLAS on one thread while the compiled kernels' OpenMP threads own the
+        cores (see :func:`cnnext._config.single_threaded_blas`)."""
+        if resolve(self._backend) is BACKENDS.get("cython") and get_num_threads() > 1:
+            return single_threaded_blas()
+        return nullcontext()
+
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training)
+        with self._blas_policy():
+            for layer in self.layers:
+                x = layer.forward(x, training)
         return x
 
     def _batch_loss(self, t: np.ndarray, out: np.ndarray, mode: str,
@@ -303,11 +313,12 @@ class Sequential:
         first = next((i for i, layer in enumerate(layers) if layer.trainable and layer.params),
                      len(layers))
         i = len(layers) - 1
-        if mode == "fused":
-            grad = layers[i].backward_preactivation(grad)
-            i -= 1
-        for j in range(i, first - 1, -1):
-            grad = layers[j].backward(grad)
+        with self._blas_policy():
+            if mode == "fused":
+                grad = layers[i].backward_preactivation(grad)
+                i -= 1
+            for j in range(i, first - 1, -1):
+                grad = layers[j].backward(grad)
 
     def _train_step(self, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
         out = self._forward(x, True)
