@@ -356,6 +356,8 @@ def test_cnnext_backend_environment_variable():
         result = run_python(code, CNNEXT_BACKEND=name.upper())
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == name
+    # An unknown name warns and keeps the default (tests/test_backend_env.py has the details).
     result = run_python(code, CNNEXT_BACKEND="bogus")
-    assert result.returncode != 0
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in backend.available_backends()
     assert "unknown backend 'bogus'" in result.stderr

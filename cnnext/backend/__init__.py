@@ -5,7 +5,7 @@ They receive arguments already validated and normalised by :mod:`cnnext.ops` (C-
 one float dtype, tuples of ints) and return freshly allocated arrays:
 
   conv2d_forward(x, w, b, stride, padding, dilation) -> y
-  conv2d_backward(dy, x, w, stride, padding, dilation) -> (dx, dw, db)
+  conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True) -> (dx or None, dw, db)
   pool2d_forward(x, size, stride, padding, mode) -> y
   pool2d_backward(dy, x, size, stride, padding, mode) -> dx
   upsample2d_forward(x, scale) -> y
@@ -17,12 +17,14 @@ Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho
 
 Backends: ``"numpy"`` (the readable reference, always present) and ``"cython"`` (the compiled
 kernels, present when the extension modules were built). The default is ``"cython"`` when it is
-available, overridden by the ``CNNEXT_BACKEND`` environment variable or :func:`set_backend`.
+available, overridden by the ``CNNEXT_BACKEND`` environment variable (an unknown or unavailable
+name there warns and keeps the default) or :func:`set_backend` (which raises ValueError for one).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from types import SimpleNamespace
 from typing import Iterator
 
@@ -81,10 +83,19 @@ def _check_name(name: str) -> str:
 
 
 def _initial_backend() -> str:
-    env = os.environ.get("CNNEXT_BACKEND")
-    if env:
-        return _check_name(env.strip().lower())
-    return "cython" if "cython" in BACKENDS else "numpy"
+    """``CNNEXT_BACKEND`` when it names an available backend, else the default (``"cython"`` when
+    compiled, else ``"numpy"``). A bad value only warns (RuntimeWarning): ``import cnnext`` must
+    not fail because of the environment."""
+    default = "cython" if "cython" in BACKENDS else "numpy"
+    env = os.environ.get("CNNEXT_BACKEND", "").strip()
+    if not env:
+        return default
+    try:
+        return _check_name(env.lower())
+    except ValueError as exc:
+        warnings.warn(f"CNNEXT_BACKEND={env!r} ignored: {exc}; "
+                      f"using the default backend {default!r}", RuntimeWarning, stacklevel=2)
+        return default
 
 
 _current = _initial_backend()
