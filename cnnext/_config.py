@@ -121,6 +121,12 @@ def config() -> dict[str, Any]:
     """Build and runtime facts as a dict (what :func:`show_config` prints)."""
     from . import backend
 
+    try:
+        from ._ext import _conv2d
+
+        simd = _conv2d.simd_level()
+    except ImportError:  # compiled kernels not built
+        simd = None
     return {
         "version": __version__,
         "python": sys.version.split()[0],
@@ -129,6 +135,7 @@ def config() -> dict[str, Any]:
         "compiled_kernels": "cython" in backend.available_backends(),
         "compiled_import_error": backend.COMPILED_IMPORT_ERROR,
         "openmp": openmp_enabled(),
+        "simd": simd,
         "num_threads": get_num_threads(),
         "available_cores": _available_cores(),
         "default_backend": backend.get_backend(),

@@ -18,6 +18,7 @@ from cnnext._config import openmp_enabled
 from cnnext.backend import numpy_ops
 
 EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_openmp")
+SIMD_LEVELS = ("avx512", "avx2", "baseline")  # cnnext._ext._conv2d.simd_level()
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -64,6 +65,19 @@ def test_show_config_reports_the_build(capsys: pytest.CaptureFixture[str]) -> No
     assert lines["num_threads"] == str(cnnext.get_num_threads())
     assert lines["default_backend"] == cnnext.get_backend()
     assert lines["compiled_kernels"] == "True"
+    assert lines["simd"] in SIMD_LEVELS
+
+
+def test_config_reports_the_simd_level() -> None:
+    config = cnnext.config()
+    assert "simd" in config
+    if not config["compiled_kernels"]:
+        assert config["simd"] is None
+        return
+    from cnnext._ext import _conv2d
+
+    assert config["simd"] in SIMD_LEVELS
+    assert config["simd"] == _conv2d.simd_level()
 
 
 def _built_wheel(tmp_path: Path) -> Path:
