@@ -313,6 +313,8 @@ class Sequential:
         first = next((i for i, layer in enumerate(layers) if layer.trainable and layer.params),
                      len(layers))
         i = len(layers) - 1
+        for j, layer in enumerate(layers):
+            layer.input_grad_needed = j > first
         with self._blas_policy():
             if mode == "fused":
                 grad = layers[i].backward_preactivation(grad)

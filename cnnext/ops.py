@@ -231,9 +231,11 @@ def conv2d_backward(
     padding: PaddingSpec = 0,
     dilation: int | Pair = 1,
     backend: str | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    input_grad: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d` given ``dy (N, Ho, Wo, F)``: ``(dx (N, H, W, C),
-    dw (KH, KW, C, F), db (F,))``. Pass the same ``x``, ``w`` and hyper-parameters as forward."""
+    dw (KH, KW, C, F), db (F,))``. Pass the same ``x``, ``w`` and hyper-parameters as forward.
+    ``input_grad=False`` skips ``dx`` (returned as None), e.g. for a network's first layer."""
     op = "conv2d_backward"
     kernels = _backend.resolve(backend)
     x = _array(op, "x", x, 4)
@@ -247,9 +249,11 @@ def conv2d_backward(
     _check_dy(op, dy.shape, y_shape, context)
     dy, x, w = _contiguous(dy, x, w)
     _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
+    input_grad = bool(input_grad)
     if x.shape[0] == 0:
-        return np.zeros_like(x), np.zeros_like(w), np.zeros(w.shape[3], dtype=w.dtype)
-    return kernels.conv2d_backward(dy, x, w, stride, pad, dilation)
+        dx = np.zeros_like(x) if input_grad else None
+        return dx, np.zeros_like(w), np.zeros(w.shape[3], dtype=w.dtype)
+    return kernels.conv2d_backward(dy, x, w, stride, pad, dilation, input_grad)
 
 
 # --- pooling ------------------------------------------------------------------------------------

@@ -138,12 +138,12 @@ def conv2d_forward(x, w, b, stride, padding, dilation):
     return _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo)
 
 
-def conv2d_backward(dy, x, w, stride, padding, dilation):
+def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True):
     """Gradients ``(dx (N, H, W, C), dw (KH, KW, C, F), db (F,))`` of :func:`conv2d_forward`
-    given ``dy (N, Ho, Wo, F)``."""
+    given ``dy (N, Ho, Wo, F)``; ``dx`` is None when ``input_grad`` is False."""
     if _use_gemm(w.shape):
-        return _backward_gemm(dy, x, w, stride, padding, dilation)
-    return _backward_direct(dy, x, w, stride, padding, dilation)
+        return _backward_gemm(dy, x, w, stride, padding, dilation, input_grad)
+    return _backward_direct(dy, x, w, stride, padding, dilation, input_grad)
 
 
 def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
@@ -170,9 +170,11 @@ def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
     return y
 
 
-def _backward_direct(dy, x, w, stride, padding, dilation):
+def _backward_direct(dy, x, w, stride, padding, dilation, input_grad):
     nt = get_num_threads()
     dw, db = _weight_grad_direct(dy, x, w, stride, padding, dilation, nt)
+    if not input_grad:
+        return None, dw, db
     return _input_grad_direct(dy, x, w, stride, padding, dilation, nt), dw, db
 
 
@@ -345,7 +347,7 @@ def _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo):
     return y
 
 
-def _backward_gemm(dy, x, w, stride, padding, dilation):
+def _backward_gemm(dy, x, w, stride, padding, dilation, input_grad):
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
@@ -358,8 +360,8 @@ def _backward_gemm(dy, x, w, stride, padding, dilation):
     dy2d = dy.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
     cols = _scratch("cols", (step * P, K), x.dtype)
-    dcols = _scratch("dcols", (step * P, K), x.dtype)
-    dx = np.empty_like(x)
+    dcols = _scratch("dcols", (step * P, K), x.dtype) if input_grad else None
+    dx = np.empty_like(x) if input_grad else None
     dw2d = np.zeros((K, F), dtype=x.dtype)
     part = np.empty_like(dw2d)
     for n0 in range(0, N, step):
@@ -369,8 +371,9 @@ def _backward_gemm(dy, x, w, stride, padding, dilation):
         _im2col(x, cols, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
         np.matmul(cols[:m].T, dy_chunk, out=part)
         dw2d += part
-        np.matmul(dy_chunk, w2d.T, out=dcols[:m])
-        _col2im(dcols, dx, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
+        if input_grad:
+            np.matmul(dy_chunk, w2d.T, out=dcols[:m])
+            _col2im(dcols, dx, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
     parts = np.empty((min(N * P, WEIGHT_GRAD_CHUNKS), F), dtype=x.dtype)
     _column_sums(dy2d, parts, nt)
     return dx, dw2d.reshape(KH, KW, C, F), parts.sum(axis=0)

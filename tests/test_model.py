@@ -319,3 +319,14 @@ def test_backend_choice_reaches_every_layer(compiled_backend):
         assert calls == [1]  # the pinned backend ignored the default
     finally:
         table.conv2d_forward = original
+
+
+def test_first_layer_with_weights_skips_its_input_gradient():
+    """Nothing upstream of the first layer with weights needs its input gradient: the model
+    marks it so the convolution skips computing dx; every later layer still provides one."""
+    model = Sequential([L.MaxPool2D(1, input_shape=(6, 6, 1)), L.Conv2D(2, 3), L.Conv2D(2, 3),
+                        L.Flatten(), L.Dense(2)], seed=0)
+    model.compile("sgd", "mse")
+    model.train_on_batch(np.ones((2, 6, 6, 1), dtype=np.float32), np.zeros((2, 2)))
+    assert [layer.input_grad_needed for layer in model.layers] == [False, False, True, True, True]
+    assert model.layers[1].affine_backward(np.ones((2, 4, 4, 2), dtype=np.float32)) is None

@@ -218,3 +218,19 @@ def test_conv2d_large_layer_matches_numpy(compiled_backend, dtype):
     want = ops.conv2d_backward(y, x, w, padding=1, backend="numpy")
     for g, wnt, terms in zip(got, want, [3 * 3 * 32, 3 * 64 * 64, 3 * 64 * 64]):
         assert_twins_close(g, wnt, terms=terms)
+
+
+@pytest.mark.parametrize("channels", [(1, 6), (16, 32)], ids=["direct", "many-channels"])
+def test_conv2d_backward_without_input_grad(backend_name, channels):
+    """``input_grad=False`` returns ``dx`` None and the same ``dw``, ``db`` as the full call."""
+    C, F = channels
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3, 9, 8, C)).astype(np.float32)
+    w = rng.standard_normal((3, 3, C, F)).astype(np.float32)
+    dy = rng.standard_normal((3, 9, 8, F)).astype(np.float32)
+    dx, dw, db = ops.conv2d_backward(dy, x, w, padding="same", backend=backend_name)
+    none, dw2, db2 = ops.conv2d_backward(dy, x, w, padding="same", backend=backend_name,
+                                         input_grad=False)
+    assert dx is not None and none is None
+    np.testing.assert_array_equal(dw2, dw)
+    np.testing.assert_array_equal(db2, db)

@@ -62,9 +62,10 @@ def conv2d_forward(x, w, b, stride: Pair, padding: Padding4, dilation: Pair) -> 
     return y
 
 
-def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair):
+def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair,
+                    input_grad: bool = True):
     """Gradients ``(dx (N, H, W, C), dw (KH, KW, C, F), db (F,))`` of :func:`conv2d_forward`
-    given ``dy (N, Ho, Wo, F)``."""
+    given ``dy (N, Ho, Wo, F)``; ``dx`` is None when ``input_grad`` is False."""
     kh, kw = w.shape[:2]
     out_hw = dy.shape[1:3]
     x_padded = _pad(x, padding)
@@ -72,6 +73,8 @@ def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair):
     dw = np.tensordot(windows, dy, axes=([0, 1, 2], [0, 1, 2]))  # (C, KH, KW, F)
     dw = np.ascontiguousarray(dw.transpose(1, 2, 0, 3))
     db = dy.sum(axis=(0, 1, 2))
+    if not input_grad:
+        return None, dw, db
     dx_padded = np.zeros_like(x_padded)
     for i in range(kh):
         for j in range(kw):

@@ -54,6 +54,9 @@ class Layer:
     the first one of a :class:`~cnnext.models.Sequential`. ``dtype``, ``backend`` (None: the
     current default backend) and ``seed_sequence`` (a ``numpy.random.SeedSequence`` that makes the
     initial weights reproducible) are set by the model before it builds the layer.
+
+    ``input_grad_needed`` is cleared by the model on its first layer with weights: nothing
+    upstream uses that layer's input gradient, so :meth:`backward` may skip it and return None.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class Layer:
         self.dtype = np.dtype("float32")
         self.backend: Optional[str] = None
         self.seed_sequence: Optional[np.random.SeedSequence] = None
+        self.input_grad_needed = True
 
     @staticmethod
     def _as_shape(shape: Sequence[int]) -> Shape:

@@ -80,10 +80,10 @@ class Conv2D(ActivatedLayer):
             self.dilation_rate,
         )
 
-    def affine_backward(self, dz: np.ndarray) -> np.ndarray:
+    def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         dx, dw, db = resolve(self.backend).conv2d_backward(
             np.ascontiguousarray(dz), self._x, self.params["kernel"], self.strides, self.pads,
-            self.dilation_rate,
+            self.dilation_rate, self.input_grad_needed,
         )
         self.grads["kernel"] = dw
         if self.use_bias:

@@ -47,11 +47,13 @@ class Dense(ActivatedLayer):
             z += self.params["bias"]
         return z.reshape(*x.shape[:-1], self.units)
 
-    def affine_backward(self, dz: np.ndarray) -> np.ndarray:
+    def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         dz2 = dz.reshape(-1, self.units)
         self.grads["kernel"] = self._x2.T @ dz2
         if self.use_bias:
             self.grads["bias"] = dz2.sum(axis=0)
+        if not self.input_grad_needed:
+            return None
         dx = dz2 @ self.params["kernel"].T
         return dx.reshape(*dz.shape[:-1], dx.shape[-1])
 
