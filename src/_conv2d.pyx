@@ -231,14 +231,16 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
 
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
-    """Input gradient by the cheaper of a pixel-lane transposed convolution and a scatter."""
+    """Input gradient by the cheaper of a pixel-lane transposed convolution and a scatter; always
+    the former when ``dy`` holds a NaN or infinity, which the scatter's zero padding lanes would
+    spread to neighbouring cells (0 * inf is NaN)."""
     _, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
     L, dil_w = _lanes(x.dtype), dilation[1]
     planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
     scatter = _cost_scatter(Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
-    if planar < scatter:
+    if planar < scatter or not np.isfinite(np.add.reduce(dy, axis=None)):
         return _input_grad_planar(dy, x, w, stride, padding, dilation, nt)
     return _input_grad_scatter(dy, x, w, stride, padding, dilation, nt)
 
