@@ -12,20 +12,27 @@ shortest JSON form that :func:`get` turns back into an equal activation.
 """
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
+from .backend import resolve
+
 
 class Activation:
-    """Identity base class: ``y = z``; subclasses override :meth:`forward` and :meth:`backward`."""
+    """Identity base class: ``y = z``; subclasses override :meth:`forward` and :meth:`backward`.
+
+    ``backend`` names the op table for activations that have backend kernels (ReLU); the others
+    are NumPy expressions on every backend and ignore it.
+    """
 
     name = "linear"
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
+    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
         return z
 
-    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
+                 backend: Optional[str] = None) -> np.ndarray:
         """``dL/dz`` from ``dL/dy``; ``z`` is the input and ``y`` the output of :meth:`forward`."""
         return dy
 
@@ -43,11 +50,12 @@ class Linear(Activation):
 class ReLU(Activation):
     name = "relu"
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
-        return np.maximum(z, 0)
+    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
+        return resolve(backend).relu_forward(z)
 
-    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return dy * (z > 0)
+    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
+                 backend: Optional[str] = None) -> np.ndarray:
+        return resolve(backend).relu_backward(dy, z)
 
 
 class LeakyReLU(Activation):
@@ -61,10 +69,11 @@ class LeakyReLU(Activation):
             raise ValueError(f"leaky_relu alpha must be in [0, 1); received alpha={alpha}")
         self.alpha = alpha
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
+    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
         return np.where(z > 0, z, z * self.alpha)
 
-    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
+                 backend: Optional[str] = None) -> np.ndarray:
         return np.where(z > 0, dy, dy * self.alpha)
 
     def get_config(self) -> dict[str, Any]:
@@ -79,21 +88,23 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
+    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
         e = np.exp(-np.abs(z))  # in (0, 1]: never overflows
         return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
 
-    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
+                 backend: Optional[str] = None) -> np.ndarray:
         return dy * y * (1 - y)
 
 
 class Tanh(Activation):
     name = "tanh"
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
+    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
         return np.tanh(z)
 
-    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
+                 backend: Optional[str] = None) -> np.ndarray:
         return dy * (1 - y * y)
 
 
@@ -102,12 +113,13 @@ class Softmax(Activation):
 
     name = "softmax"
 
-    def forward(self, z: np.ndarray) -> np.ndarray:
+    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
         e = np.exp(z - z.max(axis=-1, keepdims=True))
         e /= e.sum(axis=-1, keepdims=True)
         return e
 
-    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
+                 backend: Optional[str] = None) -> np.ndarray:
         return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
 
 

@@ -50,8 +50,9 @@ _LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, 
 # --- argument checks ----------------------------------------------------------------------------
 
 
-def _array(op: str, name: str, a, ndim: int) -> np.ndarray:
-    """``a`` as an ndarray of ``ndim`` dims and dtype float32/float64 (maybe not contiguous)."""
+def _array(op: str, name: str, a, ndim: int | None) -> np.ndarray:
+    """``a`` as an ndarray of ``ndim`` dims (None: any) and dtype float32/float64 (maybe not
+    contiguous)."""
     if type(a) is not np.ndarray:
         try:
             a = np.asarray(a)
@@ -64,7 +65,7 @@ def _array(op: str, name: str, a, ndim: int) -> np.ndarray:
                 "(bool, integer and float16 arrays are converted to float32)"
             )
         a = a.astype(np.float32)
-    if a.ndim != ndim:
+    if ndim is not None and a.ndim != ndim:
         raise ValueError(
             f"{op}: {name} must be {ndim}-D {_LAYOUTS[name]}, got {name}.shape={a.shape}"
         )
@@ -349,3 +350,25 @@ def upsample2d_backward(dy, scale: int | Pair, backend: str | None = None) -> np
         n, h, w, c = dy.shape
         return np.zeros((0, h // scale[0], w // scale[1], c), dtype=dy.dtype)
     return kernels.upsample2d_backward(dy, scale)
+
+
+# --- ReLU ---------------------------------------------------------------------------------------
+
+
+def relu(x, backend: str | None = None) -> np.ndarray:
+    """``max(x, 0)`` element-wise, for ``x`` of any shape."""
+    kernels = _backend.resolve(backend)
+    x = _array("relu", "x", x, None)
+    (flat,) = _contiguous(x.reshape(-1))
+    return kernels.relu_forward(flat).reshape(x.shape)
+
+
+def relu_backward(dy, x, backend: str | None = None) -> np.ndarray:
+    """Gradient of :func:`relu`: ``dy * (x > 0)``, for ``dy`` and ``x`` of one shape."""
+    op = "relu_backward"
+    kernels = _backend.resolve(backend)
+    dy, x = _array(op, "dy", dy, None), _array(op, "x", x, None)
+    if dy.shape != x.shape:
+        raise ValueError(f"{op}: dy.shape={dy.shape} must equal x.shape={x.shape}")
+    flat_dy, flat_x = _contiguous(dy.reshape(-1), x.reshape(-1))
+    return kernels.relu_backward(flat_dy, flat_x).reshape(x.shape)

@@ -17,7 +17,7 @@ from cnnext import backend
 from cnnext._config import openmp_enabled
 from cnnext.backend import numpy_ops
 
-EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_openmp")
+EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_activation", "_openmp")
 SIMD_LEVELS = ("avx512", "avx2", "baseline")  # cnnext._ext._conv2d.simd_level()
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 

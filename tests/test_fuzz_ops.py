@@ -31,7 +31,7 @@ BACKENDS = backend.available_backends()
 TOTAL_CALLS = 10_000
 # Share of TOTAL_CALLS per op; examples = calls / backends (each example calls every backend).
 SHARES = {"conv2d": 0.2, "conv2d_backward": 0.2, "pool2d": 0.18, "pool2d_backward": 0.18,
-          "upsample2d": 0.12, "upsample2d_backward": 0.12}
+          "upsample2d": 0.12, "upsample2d_backward": 0.12, "relu": 0.05, "relu_backward": 0.05}
 EXAMPLES = {op: math.ceil(TOTAL_CALLS * share / len(BACKENDS)) for op, share in SHARES.items()}
 TALLY: Counter = Counter()
 MAX_PARAMETER = 2**31 - 1
@@ -152,8 +152,9 @@ class Oracle:
     def add(self, exc: type, *words: str) -> None:
         self.problems.append((exc, words))
 
-    def array(self, name: str, arg, ndim: int):
-        """``np.asarray(arg)`` when it is a usable float array of ``ndim`` dims, else None."""
+    def array(self, name: str, arg, ndim: int | None):
+        """``np.asarray(arg)`` when it is a usable float array of ``ndim`` dims (None: any),
+        else None."""
         try:
             a = np.asarray(arg)
         except ValueError:
@@ -161,7 +162,7 @@ class Oracle:
         convertible = a.dtype.kind in "biu" or a.dtype.char in "efd"
         if not convertible:
             return self.add(TypeError, f"{name} has dtype")
-        if a.ndim != ndim:
+        if ndim is not None and a.ndim != ndim:
             return self.add(ValueError, f"{name} must be {ndim}-D", f"{name}.shape=")
         return a
 
@@ -417,9 +418,29 @@ def _upsample_case(data, backward: bool):
     check_call(op, o, [shape], None if dya is None else out_dtype(dya), dy, scale)
 
 
+def _relu_case(data, backward: bool):
+    """Any rank (scalars included) and size; ``dy`` sometimes of another shape."""
+    shape = tuple(data.draw(st.lists(st.integers(0, 9), max_size=4)))
+    o = Oracle()
+    x = make_array(data, shape)
+    xa = o.array("x", x, None)
+    if not backward:
+        check_call("relu", o, [None if xa is None else xa.shape],
+                   None if xa is None else out_dtype(xa), x)
+        return
+    same = data.draw(st.integers(0, 4)) > 0
+    dy = make_array(data, shape if same else tuple(data.draw(st.lists(st.integers(0, 9),
+                                                                         max_size=4))))
+    dya = o.array("dy", dy, None)
+    if xa is not None and dya is not None and dya.shape != xa.shape:
+        o.add(ValueError, f"dy.shape={dya.shape}", f"x.shape={xa.shape}")
+    dtype = out_dtype(dya, xa) if xa is not None and dya is not None else None
+    check_call("relu_backward", o, [None if xa is None else xa.shape], dtype, dy, x)
+
+
 CASES = {"conv2d": _conv_case, "conv2d_backward": _conv_case, "pool2d": _pool_case,
          "pool2d_backward": _pool_case, "upsample2d": _upsample_case,
-         "upsample2d_backward": _upsample_case}
+         "upsample2d_backward": _upsample_case, "relu": _relu_case, "relu_backward": _relu_case}
 
 
 def _run(op: str) -> None:
@@ -457,6 +478,14 @@ def test_fuzz_upsample2d():
 
 def test_fuzz_upsample2d_backward():
     _run("upsample2d_backward")
+
+
+def test_fuzz_relu():
+    _run("relu")
+
+
+def test_fuzz_relu_backward():
+    _run("relu_backward")
 
 
 def test_the_shares_add_up_to_the_required_total():

@@ -102,3 +102,15 @@ def test_upsample2d_gradient(backend_name, scale):
 
     dx = ops.upsample2d_backward(r, scale, backend=backend_name)
     assert_gradient(dx, numerical_gradient(loss, x))
+
+
+def test_relu_gradient(backend_name):
+    rng = np.random.default_rng(4)
+    x = rng.uniform(-1, 1, (2, 3, 4, 2))
+    x[np.abs(x) < 1e-3] = 0.5  # keep finite differences away from the kink at 0
+    r = rng.uniform(-1, 1, x.shape)
+
+    def loss() -> float:
+        return float(np.sum(ops.relu(x, backend=backend_name) * r))
+
+    assert_gradient(ops.relu_backward(r, x, backend=backend_name), numerical_gradient(loss, x))

@@ -147,3 +147,16 @@ def test_upsample2d_matches_torch(backend_name, dtype, scale):
 
     assert_close(y, from_torch(yt), dtype)
     assert_close(dx, from_torch(xt.grad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_matches_torch(backend_name, dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 5, 4, 2)).astype(dtype)
+    x.flat[:2] = 0.0  # torch's gradient at 0 is 0, as ours
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.relu(xt)
+    yt.backward(torch.tensor(dy))
+    assert_close(ops.relu(x, backend=backend_name), yt.detach().numpy(), dtype)
+    assert_close(ops.relu_backward(dy, x, backend=backend_name), xt.grad.numpy(), dtype)

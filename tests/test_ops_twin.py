@@ -191,6 +191,49 @@ def test_upsample2d_forward_and_backward_match_numpy(
     assert_twins_close(got_dx, want_dx, terms=sh * sw)
 
 
+@SETTINGS
+@given(
+    shape=st.lists(st.integers(1, 40), min_size=1, max_size=4),
+    dtype=DTYPES,
+    layout=st.sampled_from(["c", "strided"]),
+    seed=SEEDS,
+)
+def test_relu_forward_and_backward_match_numpy_bit_for_bit(compiled_backend, shape, dtype, layout,
+                                                            seed):
+    """Any shape (large ones run on several threads); NaN, infinities and signed zeros included:
+    results equal the twin's exactly, sign of zero too."""
+    rng = np.random.default_rng(seed)
+    z = random_values(rng, shape, dtype, "nan")
+    z.flat[: min(4, z.size)] = [-0.0, 0.0, np.inf, -np.inf][: min(4, z.size)]
+    dy = random_values(rng, shape, dtype, "nan")
+    z, dy = with_layout(z, layout), with_layout(dy, layout)
+    with np.errstate(invalid="ignore"):  # the twin's 0 * inf
+        pairs = [(ops.relu(z, backend=compiled_backend), ops.relu(z, backend="numpy")),
+                 (ops.relu_backward(dy, z, backend=compiled_backend),
+                  ops.relu_backward(dy, z, backend="numpy"))]
+    for got, want in pairs:
+        assert got.dtype == want.dtype == dtype and got.shape == want.shape == tuple(shape)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_relu_on_many_threads_matches_numpy(compiled_backend, threads):
+    """Arrays above the kernel's parallel threshold, split over several threads."""
+    import cnnext
+
+    rng = np.random.default_rng(threads)
+    z = rng.standard_normal((7, 99, 101)).astype(np.float32)
+    dy = rng.standard_normal(z.shape).astype(np.float32)
+    cnnext.set_num_threads(threads)
+    try:
+        np.testing.assert_array_equal(ops.relu(z, backend=compiled_backend), np.maximum(z, 0))
+        np.testing.assert_array_equal(ops.relu_backward(dy, z, backend=compiled_backend),
+                                      dy * (z > 0))
+    finally:
+        cnnext.set_num_threads(None)
+
+
 @pytest.mark.parametrize("mode", ["max", "min"])
 def test_pool_ties_and_nans_route_to_the_first_cell_on_both_backends(backend_name, mode):
     """A hand-checkable window: the gradient goes to the first extreme (or first NaN) cell."""

@@ -361,3 +361,14 @@ def test_cnnext_backend_environment_variable():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in backend.available_backends()
     assert "unknown backend 'bogus'" in result.stderr
+
+
+def test_relu_validates_its_arrays():
+    with raises(ValueError, "relu_backward", "dy.shape=(2, 3)", "x.shape=(3, 2)"):
+        ops.relu_backward(np.ones((2, 3)), np.ones((3, 2)))
+    with raises(TypeError, "relu: x has dtype complex128"):
+        ops.relu(np.ones(3, dtype=complex))
+    with raises(ValueError, "relu: x is not a rectangular array"):
+        ops.relu([[1.0], [1.0, 2.0]])
+    assert ops.relu(np.array([-1, 2], dtype=np.int8)).dtype == np.float32  # converted
+    assert ops.relu(np.float64(-3.0)).shape == ()  # any rank, scalars too

@@ -10,10 +10,13 @@ one float dtype, tuples of ints) and return freshly allocated arrays:
   pool2d_backward(dy, x, size, stride, padding, mode) -> dx
   upsample2d_forward(x, scale) -> y
   upsample2d_backward(dy, scale) -> dx
+  relu_forward(z) -> y
+  relu_backward(dy, z) -> dz
 
 Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
 ``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is
-``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``.
+``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``. The ReLU ops take
+arrays of any shape (``dy`` and ``z`` of one shape).
 
 Backends: ``"numpy"`` (the readable reference, always present) and ``"cython"`` (the compiled
 kernels, present when the extension modules were built). The default is ``"cython"`` when it is
@@ -37,6 +40,8 @@ OP_NAMES = (
     "pool2d_backward",
     "upsample2d_forward",
     "upsample2d_backward",
+    "relu_forward",
+    "relu_backward",
 )
 
 
@@ -55,10 +60,10 @@ def _table(*modules) -> SimpleNamespace:
 
 def _load_compiled() -> tuple[SimpleNamespace | None, str | None]:
     try:
-        from .._ext import _conv2d, _pool2d, _upsample2d
+        from .._ext import _activation, _conv2d, _pool2d, _upsample2d
     except ImportError as exc:  # not built, or built for another interpreter
         return None, str(exc)
-    return _table(_conv2d, _pool2d, _upsample2d), None
+    return _table(_conv2d, _pool2d, _upsample2d, _activation), None
 
 
 BACKENDS: dict[str, SimpleNamespace] = {"numpy": _table(numpy_ops)}

@@ -167,3 +167,16 @@ def upsample2d_backward(dy, scale: Pair) -> np.ndarray:
     n, h_out, w_out, c = dy.shape
     sh, sw = scale
     return dy.reshape(n, h_out // sh, sh, w_out // sw, sw, c).sum(axis=(2, 4))
+
+
+# --- ReLU ---------------------------------------------------------------------------------------
+
+
+def relu_forward(z) -> np.ndarray:
+    """``max(z, 0)`` element-wise (a NaN stays NaN)."""
+    return np.maximum(z, 0)
+
+
+def relu_backward(dy, z) -> np.ndarray:
+    """``dy * (z > 0)``: the gradient passes where the input was positive."""
+    return dy * (z > 0)

@@ -207,13 +207,13 @@ class ActivatedLayer(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         z = self.affine_forward(x)
         self.preactivation = z
-        y = z if self._is_linear else self.activation.forward(z)
+        y = z if self._is_linear else self.activation.forward(z, self.backend)
         self._output = y
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if not self._is_linear:
-            dy = self.activation.backward(dy, self.preactivation, self._output)
+            dy = self.activation.backward(dy, self.preactivation, self._output, self.backend)
         return self.affine_backward(dy)
 
     def backward_preactivation(self, dz: np.ndarray) -> np.ndarray:
