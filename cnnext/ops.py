@@ -35,6 +35,7 @@ from .shapes import (
     Pair,
     Padding4,
     PaddingSpec,
+    clamped_stride,
     conv_output_hw,
     dilated_kernel_hw,
     padded_hw,
@@ -160,10 +161,7 @@ def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     span = dilated_kernel_hw(kernel_hw, dilation)
     what = f"the kernel (w.shape={w_shape}, dilation={dilation})"
     _check_fits(op, x_shape, pad, span, what)
-    # A stride beyond the padded input leaves one output row/column whatever its size: clamp it
-    # (same result) so that no kernel sizes its buffers by an absurd stride.
-    p_h, p_w = padded_hw(x_shape[1:3], pad)
-    stride = (min(stride[0], p_h - span[0] + 1), min(stride[1], p_w - span[1] + 1))
+    stride = clamped_stride(x_shape[1:3], pad, span, stride)
     out_hw = conv_output_hw(x_shape[1:3], kernel_hw, stride, pad, dilation)
     return stride, pad, dilation, (x_shape[0], *out_hw, w_shape[3])
 

@@ -117,6 +117,14 @@ def padded_hw(in_hw: Pair, padding: Padding4) -> Pair:
     return (in_hw[0] + top + bottom, in_hw[1] + left + right)
 
 
+def clamped_stride(in_hw: Pair, padding: Padding4, span: Pair, stride: Pair) -> Pair:
+    """``stride`` capped at the room a kernel spanning ``span`` cells has in the padded input:
+    a larger stride leaves one output row/column all the same, so the result is unchanged, and no
+    kernel sizes its buffers by an absurd stride."""
+    room = padded_hw(in_hw, padding)
+    return (min(stride[0], room[0] - span[0] + 1), min(stride[1], room[1] - span[1] + 1))
+
+
 def conv_output_hw(
     in_hw: Pair, kernel_hw: Pair, stride: Pair, padding: Padding4, dilation: Pair = (1, 1)
 ) -> Pair:

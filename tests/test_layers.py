@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -272,3 +273,24 @@ def test_layer_call_builds_from_first_batch():
     assert y.dtype == np.float32
     with pytest.raises(ValueError, match="built for input shape"):
         layer.build((5,))
+
+
+def test_conv_stride_far_beyond_the_input_is_clamped_for_the_kernels(backend_name):
+    """A stride of 10**6 leaves one output pixel, as a stride of the input size does; the layer
+    must give that result (forward and backward) without sizing buffers by the stride."""
+    x = np.random.default_rng(0).random((4, 9, 7, 2)).astype(np.float32)
+    dy = np.random.default_rng(1).random((4, 1, 1, 3)).astype(np.float32)
+    results = []
+    for stride in (10**6, 9):
+        layer = L.Conv2D(3, 3, strides=stride, padding="same")
+        layer.backend, layer.seed_sequence = backend_name, np.random.SeedSequence(0)
+        tracemalloc.start()
+        try:
+            y = layer(x)
+            results.append((y, layer.backward(dy), layer.grads["kernel"]))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2**20, f"stride {stride}: {peak} bytes of buffers for a 4x9x7x2 input"
+    for huge, plain in zip(*results):
+        np.testing.assert_array_equal(huge, plain)

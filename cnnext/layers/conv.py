@@ -9,6 +9,7 @@ from .. import initializers
 from ..backend import resolve
 from ..shapes import (
     check_padding,
+    clamped_stride,
     conv_output_hw,
     dilated_kernel_hw,
     padded_hw,
@@ -49,6 +50,7 @@ class Conv2D(ActivatedLayer):
         self.kernel_initializer = initializers.check(kernel_initializer)
         self.bias_initializer = initializers.check(bias_initializer)
         self.pads: Optional[tuple[int, int, int, int]] = None
+        self._kernel_strides = self.strides  # clamped by build (same output, sane buffers)
         self._x: Optional[np.ndarray] = None
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -63,6 +65,7 @@ class Conv2D(ActivatedLayer):
                 f"larger than its padded input {room} (input shape {input_shape})"
             )
         self.pads = pads
+        self._kernel_strides = clamped_stride(in_hw, pads, span, self.strides)
         return (*conv_output_hw(in_hw, self.kernel_size, self.strides, pads, self.dilation_rate),
                 self.filters)
 
@@ -76,13 +79,13 @@ class Conv2D(ActivatedLayer):
     def affine_forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
         return resolve(self.backend).conv2d_forward(
-            x, self.params["kernel"], self.params.get("bias"), self.strides, self.pads,
+            x, self.params["kernel"], self.params.get("bias"), self._kernel_strides, self.pads,
             self.dilation_rate,
         )
 
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         dx, dw, db = resolve(self.backend).conv2d_backward(
-            np.ascontiguousarray(dz), self._x, self.params["kernel"], self.strides, self.pads,
+            np.ascontiguousarray(dz), self._x, self.params["kernel"], self._kernel_strides, self.pads,
             self.dilation_rate, self.input_grad_needed,
         )
         self.grads["kernel"] = dw
