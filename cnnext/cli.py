@@ -19,7 +19,7 @@ from . import datasets, presets
 from ._config import set_num_threads, show_config
 from .backend import set_backend
 from .callbacks import Callback
-from .io import load_model
+from .io import check_writable, load_model
 from .plotting import plot_history
 
 IMAGE_SHAPE = (28, 28)
@@ -115,6 +115,7 @@ class _EpochReport(Callback):
 def cmd_train(args: argparse.Namespace) -> int:
     preset = presets.get_preset(args.preset)
     _configure(args)
+    check_writable(args.output)  # fail before training, not after
     (x, y), (xt, yt) = _load_data(args.data)
     x, y = _subsample(x, y, args.limit, args.seed)
     xt, yt = _subsample(xt, yt, args.limit, args.seed)

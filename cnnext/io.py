@@ -14,10 +14,22 @@ import numpy as np
 from ._config import __version__
 from .model_file import FORMAT_NAME, FORMAT_VERSION, HEADER_KEY, ModelFileError, checksum, read_archive
 
-__all__ = ["ModelFileError", "atomic_write", "load_model", "save_model"]
+__all__ = ["ModelFileError", "atomic_write", "check_writable", "load_model", "save_model"]
 
 
 # --------------------------------------------------------------------------------------- writing
+def check_writable(path: str | os.PathLike) -> str:
+    """The directory a new file at ``path`` would go in; FileNotFoundError when that directory
+    does not exist, IsADirectoryError when ``path`` itself is a directory (both naming ``path``)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write {path!r}: it is a directory")
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """Open a new temporary file beside ``path`` for binary writing; on success flush, fsync and
@@ -25,9 +37,7 @@ def atomic_write(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     removed and ``path`` is left exactly as it was. The file gets the usual permissions
     (``0o666`` less the umask), like a file opened with ``open(path, "wb")``."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"cannot write {path!r}: directory {directory!r} does not exist")
+    directory = check_writable(path)
     tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:

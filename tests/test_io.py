@@ -109,6 +109,15 @@ def test_missing_directory_is_named(tmp_path):
     assert not os.path.exists(tmp_path / "nowhere")
 
 
+def test_directory_as_target_is_named_and_kept(tmp_path):
+    model = Sequential([L.Flatten(input_shape=INPUT_SHAPE), L.Dense(2)])
+    target = tmp_path / "m.npz"
+    target.mkdir()
+    with pytest.raises(IsADirectoryError, match=r"cannot write '.*m\.npz': it is a directory"):
+        save_model(model, target)
+    assert target.is_dir() and os.listdir(tmp_path) == ["m.npz"]  # no temporary file left
+
+
 def test_unbuilt_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not built"):
         save_model(Sequential([L.Dense(3)]), tmp_path / "m.npz")

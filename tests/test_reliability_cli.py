@@ -102,3 +102,11 @@ def test_bad_thread_counts(model_file, value):
                                   ["--backend", "torch"]])
 def test_bad_backend_values(model_file, argv):
     assert_one_error_line(run("predict", *argv, model_file, "x.npy"), "--backend", status=2)
+
+
+def test_train_output_that_is_a_directory_fails_before_training(tmp_path):
+    target = tmp_path / "out.npz"
+    target.mkdir()
+    code, err = run("train", "--limit", "100", "--epochs", "1", "--output", str(target))
+    assert_one_error_line((code, err), str(target), "it is a directory")
+    assert "Epoch" not in err  # refused before any training
