@@ -215,35 +215,47 @@ def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_
     """``planes[n, c, (r0 + i*sr) * pitch + c0 + j*sc] = src[n, i, j, c]`` wherever that cell
     lies inside the ``(rows, pitch)`` plane; other cells are left alone."""
     cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
-    cdef Py_ssize_t item, n, i, j, c, r, col
+    cdef Py_ssize_t PL = planes.shape[2]
+    cdef Py_ssize_t item, n, i, j, c, r, j0, j1, start
+    cdef const floating* s
+    cdef floating* d
     if N == 0:
         return
+    # the columns j that land inside the plane: 0 <= c0 + j*sc < pitch
+    j0 = 0 if c0 >= 0 else (-c0 + sc - 1) // sc
+    j1 = _imin(B, (pitch - c0 + sc - 1) // sc) if pitch > c0 else 0
     for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
         n = item // A
         i = item % A
         r = r0 + i * sr
         if r < 0 or r >= rows:
             continue
-        for j in range(B):
-            col = c0 + j * sc
-            if 0 <= col < pitch:
-                for c in range(C):
-                    planes[n, c, r * pitch + col] = src[n, i, j, c]
+        s = &src[n, i, 0, 0]
+        d = &planes[n, 0, 0]
+        start = r * pitch + c0
+        for c in range(C):  # along each plane row
+            for j in range(j0, j1):
+                d[c * PL + start + j * sc] = s[j * C + c]
 
 
 def _from_planes(const floating[:, :, ::1] planes, Py_ssize_t pitch, const floating[::1] bias,
                  floating[:, :, :, ::1] dst, int nt):
     """``dst[n, i, j, c] = planes[n, c, i * pitch + j] + bias[c]`` for every cell of ``dst``."""
     cdef Py_ssize_t N = dst.shape[0], A = dst.shape[1], B = dst.shape[2], C = dst.shape[3]
+    cdef Py_ssize_t PL = planes.shape[2]
     cdef Py_ssize_t item, n, i, j, c
+    cdef const floating* s
+    cdef floating* d
     if N == 0:
         return
     for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
         n = item // A
         i = item % A
-        for j in range(B):
-            for c in range(C):
-                dst[n, i, j, c] = planes[n, c, i * pitch + j] + bias[c]
+        s = &planes[n, 0, i * pitch]
+        d = &dst[n, i, 0, 0]
+        for c in range(C):  # contiguous reads along each plane row
+            for j in range(B):
+                d[j * C + c] = s[c * PL + j] + bias[c]
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
