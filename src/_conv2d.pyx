@@ -220,8 +220,9 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     planes = _scratch("planes", (N, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
                       zero=True)
     _to_planes(x, planes, rows, pitch, top, left, 1, 1, nt)
-    dy_planes = _scratch("planes_out", (N, F, nq), x.dtype, zero=True)
-    _to_planes(dy, dy_planes, Ho, pitch, 0, 0, 1, 1, nt)
+    dy_planes = _scratch("planes_out", (N, F, nq), x.dtype)
+    _to_planes(dy, dy_planes, Ho, pitch, 0, 0, 1, 1, nt, clear_rows=True)
+    dy_planes[:, :, Ho * pitch :] = 0
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
     dwc = _scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
     dbc = _scratch("dbc", (chunks, F), x.dtype, zero=True)

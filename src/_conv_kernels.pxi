@@ -44,10 +44,10 @@ cdef extern from "_conv_simd.h" nogil:
                            ptrdiff_t Cout, ptrdiff_t co, double* out, ptrdiff_t nq)
     void cnx_planar_weight_grad_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* dy,
-                                  ptrdiff_t nq, float* dw, float* db)
+                                  ptrdiff_t nq, ptrdiff_t nf, float* dw, float* db)
     void cnx_planar_weight_grad_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* dy,
-                                  ptrdiff_t nq, double* dw, double* db)
+                                  ptrdiff_t nq, ptrdiff_t nf, double* dw, double* db)
     void cnx_input_grad_rows_f(const float** dy_rows, float** dx_rows, ptrdiff_t nr,
                                ptrdiff_t Wo, ptrdiff_t F, const float* wt, ptrdiff_t KH,
                                ptrdiff_t Sp, ptrdiff_t kh_step, ptrdiff_t pix)
@@ -116,11 +116,12 @@ cdef inline void _planar_plane(const floating* inp, Py_ssize_t plane, Py_ssize_t
 cdef inline void _planar_weight_grad_sample(const floating* inp, Py_ssize_t plane,
                                             Py_ssize_t Cin, const Py_ssize_t* qoff,
                                             Py_ssize_t ntaps, const floating* dy, Py_ssize_t nq,
-                                            floating* dw, floating* db) noexcept nogil:
+                                            Py_ssize_t nf, floating* dw,
+                                            floating* db) noexcept nogil:
     if floating is float:
-        cnx_planar_weight_grad_f(inp, plane, Cin, qoff, ntaps, dy, nq, dw, db)
+        cnx_planar_weight_grad_f(inp, plane, Cin, qoff, ntaps, dy, nq, nf, dw, db)
     else:
-        cnx_planar_weight_grad_d(inp, plane, Cin, qoff, ntaps, dy, nq, dw, db)
+        cnx_planar_weight_grad_d(inp, plane, Cin, qoff, ntaps, dy, nq, nf, dw, db)
 
 
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
@@ -195,25 +196,26 @@ def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, :
                         floating[:, ::1] dbc, Py_ssize_t nq, int nt):
     """Per-chunk partial gradients over channel planes (stride 1): ``dwc[k] (F, ntaps, Cin)`` and
     ``dbc[k] (F,)`` summed over chunk k of the batch, from ``planes (N, Cin, PL)`` and
-    ``dy_planes (N, F, nq)``; zero-initialised. One task per (chunk, output channel)."""
+    ``dy_planes (N, F, nq)``; zero-initialised. One task per chunk (all output channels, so
+    each loaded input vector feeds several of them)."""
     cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
     cdef Py_ssize_t K = dwc.shape[0], F = dwc.shape[1], ntaps = dwc.shape[2]
-    cdef Py_ssize_t item, k, f, n
+    cdef Py_ssize_t k, n
     if K == 0:
         return
-    for item in prange(K * F, nogil=True, num_threads=nt, schedule="static"):
-        k = item // F
-        f = item % F
+    for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
         for n in range(k * N // K, (k + 1) * N // K):
             _planar_weight_grad_sample(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps,
-                                       &dy_planes[n, f, 0], nq, &dwc[k, f, 0, 0], &dbc[k, f])
+                                       &dy_planes[n, 0, 0], nq, F, &dwc[k, 0, 0, 0],
+                                       &dbc[k, 0])
 
 
 def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_ssize_t rows,
                Py_ssize_t pitch, Py_ssize_t r0, Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc,
-               int nt):
+               int nt, bint clear_rows=False):
     """``planes[n, c, (r0 + i*sr) * pitch + c0 + j*sc] = src[n, i, j, c]`` wherever that cell
-    lies inside the ``(rows, pitch)`` plane; other cells are left alone."""
+    lies inside the ``(rows, pitch)`` plane; other cells are left alone, except that with
+    ``clear_rows`` the other cells of every plane row written to are set to 0."""
     cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
     cdef Py_ssize_t PL = planes.shape[2]
     cdef Py_ssize_t item, n, i, j, c, r, j0, j1, start
@@ -234,6 +236,8 @@ def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_
         d = &planes[n, 0, 0]
         start = r * pitch + c0
         for c in range(C):  # along each plane row
+            if clear_rows:
+                memset(&d[c * PL + r * pitch], 0, pitch * sizeof(floating))
             for j in range(j0, j1):
                 d[c * PL + start + j * sc] = s[j * C + c]
 

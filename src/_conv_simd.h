@@ -31,7 +31,7 @@
         void (*planar_conv)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t,        \
                             const T*, ptrdiff_t, ptrdiff_t, T*, ptrdiff_t);                     \
         void (*planar_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t, \
-                                   const T*, ptrdiff_t, T*, T*);                                \
+                                   const T*, ptrdiff_t, ptrdiff_t, T*, T*);                     \
         int lanes;  /* elements per vector */                                                   \
         int vbytes; /* bytes per vector */                                                      \
         int rb;     /* register block: accumulator vectors of the channel-lane kernels */       \
