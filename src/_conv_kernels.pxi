@@ -38,10 +38,12 @@ cdef extern from "_conv_simd.h" nogil:
                            ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, double* dw)
     void cnx_planar_conv_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
                            const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* w,
-                           ptrdiff_t Cout, ptrdiff_t co, float* out, ptrdiff_t nq)
+                           ptrdiff_t Cout, ptrdiff_t co, ptrdiff_t nco, float* out,
+                           ptrdiff_t oplane, ptrdiff_t nq)
     void cnx_planar_conv_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                            const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* w,
-                           ptrdiff_t Cout, ptrdiff_t co, double* out, ptrdiff_t nq)
+                           ptrdiff_t Cout, ptrdiff_t co, ptrdiff_t nco, double* out,
+                           ptrdiff_t oplane, ptrdiff_t nq)
     void cnx_planar_weight_grad_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* dy,
                                   ptrdiff_t nq, ptrdiff_t nf, float* dw, float* db)
@@ -58,6 +60,11 @@ cdef extern from "_conv_simd.h" nogil:
 
 cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
+
+
+# output channels per task of the planar convolution: each input vector it loads feeds them all
+cdef enum:
+    PLANAR_GROUP = 8
 
 
 cdef inline void _direct_row(const floating* x, Py_ssize_t kh_step, Py_ssize_t KH,
@@ -103,14 +110,14 @@ cdef inline void _input_grad_block(const floating* dy, floating* dxpad, const fl
         cnx_input_grad_rows_d(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, dh * pitch, sw * C)
 
 
-cdef inline void _planar_plane(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
-                               const Py_ssize_t* qoff, Py_ssize_t ntaps, const floating* w,
-                               Py_ssize_t Cout, Py_ssize_t co, floating* out,
-                               Py_ssize_t nq) noexcept nogil:
+cdef inline void _planar_planes(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
+                                const Py_ssize_t* qoff, Py_ssize_t ntaps, const floating* w,
+                                Py_ssize_t Cout, Py_ssize_t co, Py_ssize_t nco, floating* out,
+                                Py_ssize_t oplane, Py_ssize_t nq) noexcept nogil:
     if floating is float:
-        cnx_planar_conv_f(inp, plane, Cin, qoff, ntaps, w, Cout, co, out, nq)
+        cnx_planar_conv_f(inp, plane, Cin, qoff, ntaps, w, Cout, co, nco, out, oplane, nq)
     else:
-        cnx_planar_conv_d(inp, plane, Cin, qoff, ntaps, w, Cout, co, out, nq)
+        cnx_planar_conv_d(inp, plane, Cin, qoff, ntaps, w, Cout, co, nco, out, oplane, nq)
 
 
 cdef inline void _planar_weight_grad_sample(const floating* inp, Py_ssize_t plane,
@@ -178,17 +185,19 @@ def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
                  const floating[:, :, ::1] w, floating[:, :, ::1] out, Py_ssize_t nq, int nt):
     """Stride-1 convolution of channel planes ``planes (N, Cin, PL)`` with ``w (T, Cin, Cout)``
     at the tap offsets ``qoff (T,)`` into ``out (N, Cout, PO)`` (first ``nq`` values of each
-    plane; see cnx_planar_conv for the sizes); one task per (sample, output channel)."""
+    plane; see cnx_planar_conv for the sizes); one task per (sample, group of up to
+    PLANAR_GROUP output channels)."""
     cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
-    cdef Py_ssize_t ntaps = w.shape[0], Cout = w.shape[2]
+    cdef Py_ssize_t ntaps = w.shape[0], Cout = w.shape[2], PO = out.shape[2]
+    cdef Py_ssize_t groups = (Cout + PLANAR_GROUP - 1) // PLANAR_GROUP
     cdef Py_ssize_t item, n, co
     if N == 0:
         return
-    for item in prange(N * Cout, nogil=True, num_threads=nt, schedule="static"):
-        n = item // Cout
-        co = item % Cout
-        _planar_plane(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co,
-                      &out[n, co, 0], nq)
+    for item in prange(N * groups, nogil=True, num_threads=nt, schedule="static"):
+        n = item // groups
+        co = item % groups * PLANAR_GROUP
+        _planar_planes(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co,
+                       _imin(PLANAR_GROUP, Cout - co), &out[n, co, 0], PO, nq)
 
 
 def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, ::1] dy_planes,
