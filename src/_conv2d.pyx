@@ -317,7 +317,8 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, out_hw, dilation, n
                       zero=True)
     _to_planes(src, planes, rows, pitch, origin[0], origin[1], spread[0], spread[1], nt)
     out = _scratch("planes_out", (N, Cout, nq), src.dtype)
-    _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), out, Ho * pitch, nt)
+    _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), out, Ho * pitch, pitch, KH, dh, dw,
+                 nt)
     y = np.empty((N, Ho, Wo, Cout), dtype=src.dtype)
     _from_planes(out, pitch, bias, y, nt)
     return y

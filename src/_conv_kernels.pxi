@@ -39,11 +39,13 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_planar_conv_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
                            const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* w,
                            ptrdiff_t Cout, ptrdiff_t co, ptrdiff_t nco, float* out,
-                           ptrdiff_t oplane, ptrdiff_t nq)
+                           ptrdiff_t oplane, ptrdiff_t nq, ptrdiff_t pitch, ptrdiff_t KH,
+                           ptrdiff_t dh, ptrdiff_t dw)
     void cnx_planar_conv_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                            const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* w,
                            ptrdiff_t Cout, ptrdiff_t co, ptrdiff_t nco, double* out,
-                           ptrdiff_t oplane, ptrdiff_t nq)
+                           ptrdiff_t oplane, ptrdiff_t nq, ptrdiff_t pitch, ptrdiff_t KH,
+                           ptrdiff_t dh, ptrdiff_t dw)
     void cnx_planar_weight_grad_f(const float* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const float* dy,
                                   ptrdiff_t nq, ptrdiff_t nf, float* dw, float* db)
@@ -113,11 +115,14 @@ cdef inline void _input_grad_block(const floating* dy, floating* dxpad, const fl
 cdef inline void _planar_planes(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
                                 const Py_ssize_t* qoff, Py_ssize_t ntaps, const floating* w,
                                 Py_ssize_t Cout, Py_ssize_t co, Py_ssize_t nco, floating* out,
-                                Py_ssize_t oplane, Py_ssize_t nq) noexcept nogil:
+                                Py_ssize_t oplane, Py_ssize_t nq, Py_ssize_t pitch, Py_ssize_t KH,
+                                Py_ssize_t dh, Py_ssize_t dw) noexcept nogil:
     if floating is float:
-        cnx_planar_conv_f(inp, plane, Cin, qoff, ntaps, w, Cout, co, nco, out, oplane, nq)
+        cnx_planar_conv_f(inp, plane, Cin, qoff, ntaps, w, Cout, co, nco, out, oplane, nq, pitch,
+                          KH, dh, dw)
     else:
-        cnx_planar_conv_d(inp, plane, Cin, qoff, ntaps, w, Cout, co, nco, out, oplane, nq)
+        cnx_planar_conv_d(inp, plane, Cin, qoff, ntaps, w, Cout, co, nco, out, oplane, nq, pitch,
+                          KH, dh, dw)
 
 
 cdef inline void _planar_weight_grad_sample(const floating* inp, Py_ssize_t plane,
@@ -182,11 +187,12 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
 
 
 def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
-                 const floating[:, :, ::1] w, floating[:, :, ::1] out, Py_ssize_t nq, int nt):
+                 const floating[:, :, ::1] w, floating[:, :, ::1] out, Py_ssize_t nq,
+                 Py_ssize_t pitch, Py_ssize_t KH, Py_ssize_t dh, Py_ssize_t dw, int nt):
     """Stride-1 convolution of channel planes ``planes (N, Cin, PL)`` with ``w (T, Cin, Cout)``
-    at the tap offsets ``qoff (T,)`` into ``out (N, Cout, PO)`` (first ``nq`` values of each
-    plane; see cnx_planar_conv for the sizes); one task per (sample, group of up to
-    PLANAR_GROUP output channels)."""
+    at the tap offsets ``qoff (T,)`` (``T = KH * KW`` taps ``(kh, kw)`` at ``kh * dh * pitch +
+    kw * dw``) into ``out (N, Cout, PO)`` (first ``nq`` values of each plane; see cnx_planar_conv
+    for the sizes); one task per (sample, group of up to PLANAR_GROUP output channels)."""
     cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
     cdef Py_ssize_t ntaps = w.shape[0], Cout = w.shape[2], PO = out.shape[2]
     cdef Py_ssize_t groups = (Cout + PLANAR_GROUP - 1) // PLANAR_GROUP
@@ -197,7 +203,7 @@ def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
         n = item // groups
         co = item % groups * PLANAR_GROUP
         _planar_planes(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co,
-                       _imin(PLANAR_GROUP, Cout - co), &out[n, co, 0], PO, nq)
+                       _imin(PLANAR_GROUP, Cout - co), &out[n, co, 0], PO, nq, pitch, KH, dh, dw)
 
 
 def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, ::1] dy_planes,

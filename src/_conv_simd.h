@@ -30,7 +30,7 @@
                                 const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);          \
         void (*planar_conv)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t,        \
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*, ptrdiff_t,           \
-                            ptrdiff_t);                                                         \
+                            ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);             \
         void (*planar_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t, \
                                    const T*, ptrdiff_t, ptrdiff_t, T*, T*);                     \
         int lanes;  /* elements per vector */                                                   \

@@ -232,6 +232,68 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_planar_conv_block
     }
 }
 
+/* Planar convolution of a single output channel: CNX_ROWS output vectors one input row pitch
+ * apart share their loads, since output row r with kernel row kh reads input row r + kh. Per
+ * (c, kw) that is CNX_ROWS + KH - 1 loads for CNX_ROWS * KH multiply-adds. KH (<= CNX_MAX_KH,
+ * a constant once inlined) kernel rows at dilation 1. */
+#define CNX_ROWS (CNX_RB == 12 ? 8 : 4)
+#define CNX_MAX_KH 7
+
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_planar_rows_block)(
+    const int KH, const CNX_T* in, ptrdiff_t plane, ptrdiff_t Cin, ptrdiff_t pitch, ptrdiff_t KW,
+    ptrdiff_t dw, const CNX_T* w, ptrdiff_t Cout, ptrdiff_t co, CNX_T* out, ptrdiff_t q0)
+{
+    CNX_V acc[CNX_ROWS];
+    for (int r = 0; r < CNX_ROWS; r++)
+        acc[r] = (CNX_V){0};
+    for (ptrdiff_t c = 0; c < Cin; c++) {
+        const CNX_T* base = in + c * plane + q0;
+        for (ptrdiff_t kw = 0; kw < KW; kw++) {
+            CNX_V xs[CNX_ROWS + CNX_MAX_KH - 1];
+            for (int u = 0; u < CNX_ROWS + KH - 1; u++)
+                xs[u] = CNX_NAME(cnx_load)(base + u * pitch + kw * dw);
+            for (int kh = 0; kh < KH; kh++) {
+                const CNX_T wv = w[((kh * KW + kw) * Cin + c) * Cout + co];
+                for (int r = 0; r < CNX_ROWS; r++)
+                    acc[r] += xs[r + kh] * wv;
+            }
+        }
+    }
+    for (int r = 0; r < CNX_ROWS; r++)
+        CNX_NAME(cnx_store)(out + q0 + r * pitch, acc[r], CNX_L);
+}
+
+/* cnx_planar_conv for one output channel, taps (kh, kw) at kh * pitch + kw * dw: blocks of
+ * CNX_ROWS rows times the vectors of a row pitch, the last of each moved back to end at row Ho
+ * and at the row's end (needs Ho >= CNX_ROWS and pitch >= L), so reads and writes stay within
+ * those of cnx_planar_conv. */
+static void CNX_NAME(cnx_planar_rows)(const CNX_T* in, ptrdiff_t plane, ptrdiff_t Cin,
+                                      ptrdiff_t pitch, ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t dw,
+                                      const CNX_T* w, ptrdiff_t Cout, ptrdiff_t co, CNX_T* out,
+                                      ptrdiff_t Ho)
+{
+    for (ptrdiff_t i = 0; i < Ho; i += CNX_ROWS) {
+        const ptrdiff_t q_row = (i + CNX_ROWS > Ho ? Ho - CNX_ROWS : i) * pitch;
+        for (ptrdiff_t q = q_row; q < q_row + pitch; q += CNX_L) {
+            const ptrdiff_t q0 = q + CNX_L > q_row + pitch ? q_row + pitch - CNX_L : q;
+#define CNX_ROWS_CASE(k)                                                                        \
+    case k:                                                                                     \
+        CNX_NAME(cnx_planar_rows_block)(k, in, plane, Cin, pitch, KW, dw, w, Cout, co, out, q0); \
+        break;
+            switch (KH) {
+            CNX_ROWS_CASE(1)
+            CNX_ROWS_CASE(2)
+            CNX_ROWS_CASE(3)
+            CNX_ROWS_CASE(4)
+            CNX_ROWS_CASE(5)
+            CNX_ROWS_CASE(6)
+            CNX_ROWS_CASE(7)
+            }
+#undef CNX_ROWS_CASE
+        }
+    }
+}
+
 /* Stride-1 convolution over channel planes, output pixels in vector lanes (few output
  * channels). Computes the nco output planes from `co`: out[f * oplane + q] = sum_{c, t}
  * w[(t * Cin + c) * Cout + co + f] * in[c * plane + q + qoff[t]] for q in [0, nq), where q
@@ -242,8 +304,16 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_planar_conv_block
 static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_t Cin,
                                       const ptrdiff_t* qoff, ptrdiff_t ntaps, const CNX_T* w,
                                       ptrdiff_t Cout, ptrdiff_t co, ptrdiff_t nco, CNX_T* out,
-                                      ptrdiff_t oplane, ptrdiff_t nq)
+                                      ptrdiff_t oplane, ptrdiff_t nq, ptrdiff_t pitch,
+                                      ptrdiff_t KH, ptrdiff_t dh, ptrdiff_t dw)
 {
+    const ptrdiff_t Ho = nq / pitch;
+    if (nco == 1 && dh == 1 && KH <= CNX_MAX_KH && Ho >= CNX_ROWS && pitch >= CNX_L &&
+        Ho * pitch == nq) {
+        CNX_NAME(cnx_planar_rows)(in, plane, Cin, pitch, KH, ntaps / KH, dw, w, Cout, co, out,
+                                  Ho);
+        return;
+    }
     for (ptrdiff_t f0 = 0; f0 < nco; f0 += CNX_PFB) {
         CNX_T* of = out + f0 * oplane;
         switch (nco - f0 < CNX_PFB ? nco - f0 : CNX_PFB) {
@@ -269,6 +339,8 @@ static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_
 }
 
 #undef CNX_PFB
+#undef CNX_ROWS
+#undef CNX_MAX_KH
 
 /* Sum of the lanes of v, in lane order (deterministic). */
 static inline CNX_T CNX_NAME(cnx_hsum)(CNX_V v)
