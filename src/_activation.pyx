@@ -3,7 +3,8 @@
 Follows the backend contract in :mod:`cnnext.backend`: C-contiguous float32/float64 arrays of any
 shape, treated as flat. Results equal the NumPy twin's bit for bit: ``max(z, 0)`` keeps a NaN and
 turns ``-0.0`` into ``0.0`` (as ``np.maximum(z, 0)``), and the gradient is ``dy * (z > 0)`` (so a
-NaN or infinite ``dy`` where ``z <= 0`` still gives NaN, as the product does). Arrays below ``PARALLEL_MIN`` values run on one thread.
+NaN or infinite ``dy`` where ``z <= 0`` still gives NaN, as the product does). Arrays below
+``PARALLEL_MIN`` values run on one thread.
 """
 from cython cimport floating
 from cython.parallel cimport prange

@@ -85,8 +85,8 @@ class Conv2D(ActivatedLayer):
 
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         dx, dw, db = resolve(self.backend).conv2d_backward(
-            np.ascontiguousarray(dz), self._x, self.params["kernel"], self._kernel_strides, self.pads,
-            self.dilation_rate, self.input_grad_needed,
+            np.ascontiguousarray(dz), self._x, self.params["kernel"], self._kernel_strides,
+            self.pads, self.dilation_rate, self.input_grad_needed,
         )
         self.grads["kernel"] = dw
         if self.use_bias:
