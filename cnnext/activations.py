@@ -17,24 +17,28 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from .backend import resolve
+from .workspace import into
 
 
 class Activation:
     """Identity base class: ``y = z``; subclasses override :meth:`forward` and :meth:`backward`.
 
     ``backend`` names the op table for activations that have backend kernels (ReLU); the others
-    are NumPy expressions on every backend and ignore it.
+    are NumPy expressions on every backend and ignore it. ``out``, when given, is an array of the
+    result's shape and dtype that receives the result and is returned (ReLU's kernels write into
+    it; the NumPy expressions copy their result there).
     """
 
     name = "linear"
 
-    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
-        return z
+    def forward(self, z: np.ndarray, backend: Optional[str] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        return into(out, z)
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
-                 backend: Optional[str] = None) -> np.ndarray:
+                 backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
         """``dL/dz`` from ``dL/dy``; ``z`` is the input and ``y`` the output of :meth:`forward`."""
-        return dy
+        return into(out, dy)
 
     def get_config(self) -> Union[str, dict[str, Any]]:
         return self.name
@@ -50,12 +54,13 @@ class Linear(Activation):
 class ReLU(Activation):
     name = "relu"
 
-    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
-        return resolve(backend).relu_forward(z)
+    def forward(self, z: np.ndarray, backend: Optional[str] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        return resolve(backend).relu_forward(z, out)
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
-                 backend: Optional[str] = None) -> np.ndarray:
-        return resolve(backend).relu_backward(dy, z)
+                 backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return resolve(backend).relu_backward(dy, z, out)
 
 
 class LeakyReLU(Activation):
@@ -69,12 +74,13 @@ class LeakyReLU(Activation):
             raise ValueError(f"leaky_relu alpha must be in [0, 1); received alpha={alpha}")
         self.alpha = alpha
 
-    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
-        return np.where(z > 0, z, z * self.alpha)
+    def forward(self, z: np.ndarray, backend: Optional[str] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        return into(out, np.where(z > 0, z, z * self.alpha))
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
-                 backend: Optional[str] = None) -> np.ndarray:
-        return np.where(z > 0, dy, dy * self.alpha)
+                 backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return into(out, np.where(z > 0, dy, dy * self.alpha))
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "alpha": self.alpha}
@@ -88,24 +94,26 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
-    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
+    def forward(self, z: np.ndarray, backend: Optional[str] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
         e = np.exp(-np.abs(z))  # in (0, 1]: never overflows
-        return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+        return into(out, np.where(z >= 0, 1 / (1 + e), e / (1 + e)))
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
-                 backend: Optional[str] = None) -> np.ndarray:
-        return dy * y * (1 - y)
+                 backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return into(out, dy * y * (1 - y))
 
 
 class Tanh(Activation):
     name = "tanh"
 
-    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
-        return np.tanh(z)
+    def forward(self, z: np.ndarray, backend: Optional[str] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        return np.tanh(z, out=out)
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
-                 backend: Optional[str] = None) -> np.ndarray:
-        return dy * (1 - y * y)
+                 backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return into(out, dy * (1 - y * y))
 
 
 class Softmax(Activation):
@@ -113,14 +121,16 @@ class Softmax(Activation):
 
     name = "softmax"
 
-    def forward(self, z: np.ndarray, backend: Optional[str] = None) -> np.ndarray:
-        e = np.exp(z - z.max(axis=-1, keepdims=True))
+    def forward(self, z: np.ndarray, backend: Optional[str] = None,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        e = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
+        np.exp(e, out=e)
         e /= e.sum(axis=-1, keepdims=True)
         return e
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
-                 backend: Optional[str] = None) -> np.ndarray:
-        return y * (dy - (dy * y).sum(axis=-1, keepdims=True))
+                 backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
+        return into(out, y * (dy - (dy * y).sum(axis=-1, keepdims=True)))
 
 
 ACTIVATIONS: dict[str, type[Activation]] = {

@@ -8,8 +8,8 @@ Non-finite inputs raise ValueError. Labels are integer class ids or one-hot rows
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Iterable, Optional, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -322,10 +322,23 @@ class Sequential:
             for j in range(i, first - 1, -1):
                 grad = layers[j].backward(grad)
 
+    @contextmanager
+    def _workspaces(self) -> Iterator[None]:
+        """Within: every layer writes its large results into its reused workspace arrays."""
+        for layer in self.layers:
+            layer.use_workspace = True
+        try:
+            yield
+        finally:
+            for layer in self.layers:
+                layer.use_workspace = False
+
     def _train_step(self, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
-        out = self._forward(x, True)
-        loss, grad = self._batch_loss(t, out, mode, need_grad=True)
-        self._backward(grad, mode)
+        """One optimizer step; ``out`` (the model output) stays valid until the next step."""
+        with self._workspaces():
+            out = self._forward(x, True)
+            loss, grad = self._batch_loss(t, out, mode, need_grad=True)
+            self._backward(grad, mode)
         triples = [(f"{layer.name}.{key}", param, layer.grads[key])
                    for layer in self.layers if layer.trainable
                    for key, param in layer.params.items()]

@@ -19,6 +19,10 @@ Values are not checked: NaN and inf propagate as the arithmetic dictates. An emp
 (``N = 0``) returns correctly shaped empty results (zero weight/bias gradients for
 :func:`conv2d_backward`); every other dimension must be at least 1.
 
+``out``: every op can write its result (``dx`` for the backward ops) into a given array instead
+of a new one, and returns it; ``out`` must have exactly the result's shape and dtype, be
+C-contiguous and writeable, and share no memory with the inputs.
+
 ``backend``: ``"numpy"``, ``"cython"`` or None for the current default (see :mod:`cnnext.backend`).
 Bad arguments raise ValueError (bad shapes or values) or TypeError (bad types) naming the offending
 shapes and values.
@@ -31,6 +35,7 @@ import os
 import numpy as np
 
 from . import backend as _backend
+from .workspace import into
 from .shapes import (
     Pair,
     Padding4,
@@ -144,6 +149,25 @@ def _check_dy(op: str, dy_shape: tuple, expected: tuple, context: str) -> None:
         )
 
 
+def _out(op: str, out, shape: tuple, dtype: np.dtype, *inputs: np.ndarray | None):
+    """``out`` checked (None passes): an ndarray of exactly ``shape`` and ``dtype``, C-contiguous,
+    writeable and sharing no memory with ``inputs``."""
+    if out is None:
+        return None
+    if type(out) is not np.ndarray:
+        raise TypeError(f"{op}: out must be a numpy.ndarray or None, got {type(out).__name__}")
+    if out.shape != tuple(shape) or out.dtype != dtype:
+        raise ValueError(
+            f"{op}: out.shape={out.shape} and out.dtype={out.dtype} must be the result's "
+            f"shape {tuple(shape)} and dtype {np.dtype(dtype)}"
+        )
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError(f"{op}: out must be C-contiguous and writeable")
+    if any(a is not None and np.may_share_memory(out, a) for a in inputs):
+        raise ValueError(f"{op}: out shares memory with an input")
+    return out
+
+
 def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     """Validate conv shapes and hyper-parameters; return normalised
     ``(stride, padding4, dilation, (N, Ho, Wo, F))``."""
@@ -197,6 +221,7 @@ def conv2d(
     padding: PaddingSpec = 0,
     dilation: int | Pair = 1,
     backend: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """2-D cross-correlation (what deep-learning libraries call convolution) with zero padding.
 
@@ -216,10 +241,11 @@ def conv2d(
                 f"w (w.shape={w.shape}); expected b.shape={(w.shape[3],)}"
             )
     x, w, b = _contiguous(x, w, b)
+    out = _out("conv2d", out, y_shape, x.dtype, x, w, b)
     _check_memory("conv2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
-        return np.zeros(y_shape, dtype=x.dtype)
-    return kernels.conv2d_forward(x, w, b, stride, pad, dilation)
+        return into(out, np.zeros(y_shape, dtype=x.dtype))
+    return kernels.conv2d_forward(x, w, b, stride, pad, dilation, out)
 
 
 def conv2d_backward(
@@ -231,10 +257,12 @@ def conv2d_backward(
     dilation: int | Pair = 1,
     backend: str | None = None,
     input_grad: bool = True,
+    out: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """Gradients of :func:`conv2d` given ``dy (N, Ho, Wo, F)``: ``(dx (N, H, W, C),
     dw (KH, KW, C, F), db (F,))``. Pass the same ``x``, ``w`` and hyper-parameters as forward.
-    ``input_grad=False`` skips ``dx`` (returned as None), e.g. for a network's first layer."""
+    ``input_grad=False`` skips ``dx`` (returned as None), e.g. for a network's first layer;
+    ``out`` then must be None."""
     op = "conv2d_backward"
     kernels = _backend.resolve(backend)
     x = _array(op, "x", x, 4)
@@ -247,12 +275,15 @@ def conv2d_backward(
     )
     _check_dy(op, dy.shape, y_shape, context)
     dy, x, w = _contiguous(dy, x, w)
-    _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
     input_grad = bool(input_grad)
+    if out is not None and not input_grad:
+        raise ValueError(f"{op}: out is given but input_grad=False computes no dx")
+    out = _out(op, out, x.shape, x.dtype, dy, x, w)
+    _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
     if x.shape[0] == 0:
-        dx = np.zeros_like(x) if input_grad else None
+        dx = into(out, np.zeros_like(x)) if input_grad else None
         return dx, np.zeros_like(w), np.zeros(w.shape[3], dtype=w.dtype)
-    return kernels.conv2d_backward(dy, x, w, stride, pad, dilation, input_grad)
+    return kernels.conv2d_backward(dy, x, w, stride, pad, dilation, input_grad, out)
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -265,6 +296,7 @@ def pool2d(
     padding: PaddingSpec = 0,
     mode: str = "max",
     backend: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Max, min or average pooling of ``x (N, H, W, C)`` over ``size`` windows; returns
     ``y (N, Ho, Wo, C)``.
@@ -277,10 +309,11 @@ def pool2d(
     x = _array("pool2d", "x", x, 4)
     size, stride, pad, y_shape = _pool_geometry("pool2d", x.shape, size, stride, padding, mode)
     (x,) = _contiguous(x)
+    out = _out("pool2d", out, y_shape, x.dtype, x)
     _check_memory("pool2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
-        return np.zeros(y_shape, dtype=x.dtype)
-    return kernels.pool2d_forward(x, size, stride, pad, mode)
+        return into(out, np.zeros(y_shape, dtype=x.dtype))
+    return kernels.pool2d_forward(x, size, stride, pad, mode, out)
 
 
 def pool2d_backward(
@@ -291,6 +324,7 @@ def pool2d_backward(
     padding: PaddingSpec = 0,
     mode: str = "max",
     backend: str | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Gradient ``dx (N, H, W, C)`` of :func:`pool2d` given ``dy (N, Ho, Wo, C)``.
 
@@ -307,16 +341,18 @@ def pool2d_backward(
     context = f"x.shape={x.shape}, size={size}, stride={stride}, padding={pad}"
     _check_dy(op, dy.shape, y_shape, context)
     dy, x = _contiguous(dy, x)
+    out = _out(op, out, x.shape, x.dtype, dy, x)
     _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
     if x.shape[0] == 0:
-        return np.zeros_like(x)
-    return kernels.pool2d_backward(dy, x, size, stride, pad, mode)
+        return into(out, np.zeros_like(x))
+    return kernels.pool2d_backward(dy, x, size, stride, pad, mode, out)
 
 
 # --- nearest-neighbour upsampling ---------------------------------------------------------------
 
 
-def upsample2d(x, scale: int | Pair, backend: str | None = None) -> np.ndarray:
+def upsample2d(x, scale: int | Pair, backend: str | None = None,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Nearest-neighbour upsampling: every cell of ``x (N, H, W, C)`` becomes an ``sh x sw``
     block; returns ``(N, H*sh, W*sw, C)``."""
     kernels = _backend.resolve(backend)
@@ -325,13 +361,15 @@ def upsample2d(x, scale: int | Pair, backend: str | None = None) -> np.ndarray:
     scale = _pair("upsample2d", scale, "scale")
     (x,) = _contiguous(x)
     y_shape = (x.shape[0], *upsample_output_hw(x.shape[1:3], scale), x.shape[3])
+    out = _out("upsample2d", out, y_shape, x.dtype, x)
     _check_memory("upsample2d", x.dtype, y_shape)
     if x.shape[0] == 0:
-        return np.zeros((0, *upsample_output_hw(x.shape[1:3], scale), x.shape[3]), dtype=x.dtype)
-    return kernels.upsample2d_forward(x, scale)
+        return into(out, np.zeros(y_shape, dtype=x.dtype))
+    return kernels.upsample2d_forward(x, scale, out)
 
 
-def upsample2d_backward(dy, scale: int | Pair, backend: str | None = None) -> np.ndarray:
+def upsample2d_backward(dy, scale: int | Pair, backend: str | None = None,
+                        out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of :func:`upsample2d`: sums each ``sh x sw`` block of ``dy (N, H*sh, W*sw, C)``
     into ``dx (N, H, W, C)``."""
     op = "upsample2d_backward"
@@ -344,24 +382,33 @@ def upsample2d_backward(dy, scale: int | Pair, backend: str | None = None) -> np
             f"{op}: dy.shape={dy.shape} is not a multiple of scale={scale} along H and W"
         )
     (dy,) = _contiguous(dy)
-    if dy.shape[0] == 0:
-        n, h, w, c = dy.shape
-        return np.zeros((0, h // scale[0], w // scale[1], c), dtype=dy.dtype)
-    return kernels.upsample2d_backward(dy, scale)
+    n, h, w, c = dy.shape
+    dx_shape = (n, h // scale[0], w // scale[1], c)
+    out = _out(op, out, dx_shape, dy.dtype, dy)
+    if n == 0:
+        return into(out, np.zeros(dx_shape, dtype=dy.dtype))
+    return kernels.upsample2d_backward(dy, scale, out)
 
 
 # --- ReLU ---------------------------------------------------------------------------------------
 
 
-def relu(x, backend: str | None = None) -> np.ndarray:
+def _flat(out: np.ndarray | None) -> np.ndarray | None:
+    return None if out is None else out.reshape(-1)
+
+
+def relu(x, backend: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """``max(x, 0)`` element-wise, for ``x`` of any shape."""
     kernels = _backend.resolve(backend)
     x = _array("relu", "x", x, None)
     (flat,) = _contiguous(x.reshape(-1))
-    return kernels.relu_forward(flat).reshape(x.shape)
+    out = _out("relu", out, x.shape, flat.dtype, flat)
+    y = kernels.relu_forward(flat, _flat(out))
+    return y.reshape(x.shape) if out is None else out
 
 
-def relu_backward(dy, x, backend: str | None = None) -> np.ndarray:
+def relu_backward(dy, x, backend: str | None = None,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """Gradient of :func:`relu`: ``dy * (x > 0)``, for ``dy`` and ``x`` of one shape."""
     op = "relu_backward"
     kernels = _backend.resolve(backend)
@@ -369,4 +416,6 @@ def relu_backward(dy, x, backend: str | None = None) -> np.ndarray:
     if dy.shape != x.shape:
         raise ValueError(f"{op}: dy.shape={dy.shape} must equal x.shape={x.shape}")
     flat_dy, flat_x = _contiguous(dy.reshape(-1), x.reshape(-1))
-    return kernels.relu_backward(flat_dy, flat_x).reshape(x.shape)
+    out = _out(op, out, x.shape, flat_x.dtype, flat_dy, flat_x)
+    dz = kernels.relu_backward(flat_dy, flat_x, _flat(out))
+    return dz.reshape(x.shape) if out is None else out

@@ -12,6 +12,7 @@ from cython.parallel cimport prange
 import numpy as np
 
 from cnnext._config import get_num_threads
+from cnnext.workspace import output
 
 # below this many values, starting the thread team costs more than it saves
 PARALLEL_MIN = 1 << 15
@@ -34,9 +35,9 @@ def _threads(Py_ssize_t size) -> int:
     return get_num_threads() if size >= PARALLEL_MIN else 1
 
 
-def relu_forward(z):
-    """``y = max(z, 0)``, same shape as ``z``."""
-    y = np.empty_like(z)
+def relu_forward(z, out=None):
+    """``y = max(z, 0)``, same shape as ``z`` (written into ``out`` when given)."""
+    y = output(out, z.shape, z.dtype)
     if z.dtype == np.float32:
         _forward[float](z.reshape(-1), y.reshape(-1), _threads(z.size))
     else:
@@ -44,9 +45,9 @@ def relu_forward(z):
     return y
 
 
-def relu_backward(dy, z):
-    """``dz = dy * (z > 0)`` for ``dy`` and ``z`` of one shape."""
-    dz = np.empty_like(dy)
+def relu_backward(dy, z, out=None):
+    """``dz = dy * (z > 0)`` for ``dy`` and ``z`` of one shape (written into ``out`` when given)."""
+    dz = output(out, dy.shape, dy.dtype)
     if dy.dtype == np.float32:
         _backward[float](dy.reshape(-1), z.reshape(-1), dz.reshape(-1), _threads(z.size))
     else:

@@ -29,6 +29,7 @@ import warnings
 import numpy as np
 
 from cnnext._config import get_num_threads
+from cnnext.workspace import output
 
 include "_conv_kernels.pxi"
 
@@ -129,27 +130,32 @@ def _padded_input(x, padding, Wo, KW, sw, dw, nt) -> np.ndarray:
     return xpad
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation):
+def conv2d_forward(x, w, b, stride, padding, dilation, out=None):
     """``y (N, Ho, Wo, F)`` with ``y[n, i, j, f] = b[f] + sum_{kh, kw, c}
-    x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] * w[kh, kw, c, f]``."""
+    x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] * w[kh, kw, c, f]`` (written into ``out`` when
+    given)."""
     Ho, Wo = _output_hw(x.shape, w.shape, stride, padding, dilation)
+    y = output(out, (x.shape[0], Ho, Wo, w.shape[3]), x.dtype)
     if _use_gemm(w.shape):
-        return _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo)
-    return _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo)
+        return _forward_gemm(x, w, b, stride, padding, dilation, y)
+    return _forward_direct(x, w, b, stride, padding, dilation, y)
 
 
-def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True):
+def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=None):
     """Gradients ``(dx (N, H, W, C), dw (KH, KW, C, F), db (F,))`` of :func:`conv2d_forward`
-    given ``dy (N, Ho, Wo, F)``; ``dx`` is None when ``input_grad`` is False."""
+    given ``dy (N, Ho, Wo, F)``; ``dx`` is None when ``input_grad`` is False, else written into
+    ``out`` when given."""
+    dx = output(out, x.shape, x.dtype) if input_grad else None
     if _use_gemm(w.shape):
-        return _backward_gemm(dy, x, w, stride, padding, dilation, input_grad)
-    return _backward_direct(dy, x, w, stride, padding, dilation, input_grad)
+        return _backward_gemm(dy, x, w, stride, padding, dilation, dx)
+    return _backward_direct(dy, x, w, stride, padding, dilation, dx)
 
 
-def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
+def _forward_direct(x, w, b, stride, padding, dilation, y):
     """Output channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = y.shape
     (top, bottom, left, right) = padding
     L, taps = _lanes(x.dtype), KH * KW * C
     if stride[0] == stride[1] == 1 and _cost_pixel_lanes(
@@ -157,25 +163,25 @@ def _forward_direct(x, w, b, stride, padding, dilation, Ho, Wo):
     ) < _cost_channel_lanes(Ho, Wo, taps, F, L):
         bias = np.zeros(F, dtype=x.dtype) if b is None else b
         return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
-                                w, bias, (Ho, Wo), dilation, get_num_threads())
+                                w, bias, y, dilation, get_num_threads())
     Fp = _round_up(F, L)
     nt = get_num_threads()
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     bias = np.zeros(Fp, dtype=x.dtype)
     if b is not None:
         bias[:F] = b
-    y = np.empty((N, Ho, Wo, F), dtype=x.dtype)
     _direct_conv(xpad, _pad_channels(w, Fp), bias, _tap_offsets(KW, C, dilation[1]), y,
                  stride[0], stride[1], dilation[0], nt)
     return y
 
 
-def _backward_direct(dy, x, w, stride, padding, dilation, input_grad):
+def _backward_direct(dy, x, w, stride, padding, dilation, dx):
+    """``(dx, dw, db)``; the input gradient is written into ``dx`` unless that is None."""
     nt = get_num_threads()
     dw, db = _weight_grad_direct(dy, x, w, stride, padding, dilation, nt)
-    if not input_grad:
-        return None, dw, db
-    return _input_grad_direct(dy, x, w, stride, padding, dilation, nt), dw, db
+    if dx is not None:
+        _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt)
+    return dx, dw, db
 
 
 def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
@@ -231,8 +237,8 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     return dw_, dbc.sum(axis=0)
 
 
-def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
-    """Input gradient by the cheaper of a pixel-lane transposed convolution and a scatter; always
+def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
+    """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and a scatter; always
     the former when ``dy`` holds a NaN or infinity, which the scatter's zero padding lanes would
     spread to neighbouring cells (0 * inf is NaN)."""
     _, H, W, C = x.shape
@@ -242,11 +248,11 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, nt):
     planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
     scatter = _cost_scatter(Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
     if planar < scatter or not np.isfinite(np.add.reduce(dy, axis=None)):
-        return _input_grad_planar(dy, x, w, stride, padding, dilation, nt)
-    return _input_grad_scatter(dy, x, w, stride, padding, dilation, nt)
+        return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
+    return _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt)
 
 
-def _input_grad_planar(dy, x, w, stride, padding, dilation, nt):
+def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
     """Input gradient as a stride-1 transposed convolution in pixel lanes: ``dy`` zero-interleaved
     by the stride and padded by the kernel extent, convolved with the flipped kernel (few input
     channels)."""
@@ -256,10 +262,10 @@ def _input_grad_planar(dy, x, w, stride, padding, dilation, nt):
     w_flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
     return _conv_via_planes(dy, ((KH - 1) * dh - top, (KW - 1) * dw - left), stride,
                             (H + (KH - 1) * dh, W + (KW - 1) * dw), w_flipped,
-                            np.zeros(C, dtype=x.dtype), (H, W), dilation, nt)
+                            np.zeros(C, dtype=x.dtype), dx, dilation, nt)
 
 
-def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
+def _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt):
     """Input gradient scattered from each output pixel through the kernel, one kernel row at a
     time with the row's (kw, c) span in vector lanes (few input channels, or strided)."""
     N, H, W, C = x.shape
@@ -272,7 +278,6 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, nt):
     wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
     dxpad = _scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype, zero=True)
     _scatter_input_grad(dy, wt, dxpad, C, sh, sw, dh, nt)
-    dx = np.empty_like(x)
     _place(dxpad[:, :, : Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
     return dx
 
@@ -300,17 +305,17 @@ def _cost_scatter(Ho, Wo, KH, span, F, L) -> int:
     return Ho * Wo * KH * -(-span // L) * (F + 2)
 
 
-def _conv_via_planes(src, origin, spread, plane_hw, w, bias, out_hw, dilation, nt):
+def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):
     """Stride-1 convolution computed with pixels in vector lanes (few output channels).
 
     ``src (N, A, B, Cin)`` goes into zeroed channel planes of ``plane_hw`` cells, cell
     ``(i, j)`` at ``origin + (i, j) * spread`` (padding, or zero-interleaving for a transposed
     convolution); the planes are convolved with ``w (KH, KW, Cin, Cout)`` at ``dilation`` and
-    ``bias (Cout,)`` is added; returns ``(N, Ho, Wo, Cout)`` for ``out_hw = (Ho, Wo)``.
+    ``bias (Cout,)`` is added, giving ``y (N, Ho, Wo, Cout)`` (returned).
     """
-    N = src.shape[0]
+    N, Ho, Wo, _ = y.shape
     KH, KW, Cin, Cout = w.shape
-    (rows, pitch), (Ho, Wo), (dh, dw) = plane_hw, out_hw, dilation
+    (rows, pitch), (dh, dw) = plane_hw, dilation
     qoff = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel().astype(np.intp)
     nq = max(Ho * pitch, cnx_f.qb * _lanes(src.dtype))  # outputs computed per plane
     planes = _scratch("planes", (N, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
@@ -319,7 +324,6 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, out_hw, dilation, n
     out = _scratch("planes_out", (N, Cout, nq), src.dtype)
     _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), out, Ho * pitch, pitch, KH, dh, dw,
                  nt)
-    y = np.empty((N, Ho, Wo, Cout), dtype=src.dtype)
     _from_planes(out, pitch, bias, y, nt)
     return y
 
@@ -329,16 +333,16 @@ def _gemm_chunk(N, Ho, Wo, K) -> int:
     return max(1, min(N, GEMM_TILE_ELEMENTS // (Ho * Wo * K)))
 
 
-def _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo):
+def _forward_gemm(x, w, b, stride, padding, dilation, y):
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = y.shape
     (sh, sw), (top, _, left, _), (dh, dw) = stride, padding, dilation
     K, P = KH * KW * C, Ho * Wo
     # im2col/col2im stay on one thread: OpenMP workers spinning after a parallel region would
     # fight BLAS's threads for the cores.
     nt = 1
     w2d = w.reshape(K, F)
-    y = np.empty((N, Ho, Wo, F), dtype=x.dtype)
     y2d = y.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
     cols = _scratch("cols", (step * P, K), x.dtype)
@@ -351,7 +355,8 @@ def _forward_gemm(x, w, b, stride, padding, dilation, Ho, Wo):
     return y
 
 
-def _backward_gemm(dy, x, w, stride, padding, dilation, input_grad):
+def _backward_gemm(dy, x, w, stride, padding, dilation, dx):
+    """``(dx, dw, db)``; the input gradient is written into ``dx`` unless that is None."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
@@ -364,8 +369,7 @@ def _backward_gemm(dy, x, w, stride, padding, dilation, input_grad):
     dy2d = dy.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
     cols = _scratch("cols", (step * P, K), x.dtype)
-    dcols = _scratch("dcols", (step * P, K), x.dtype) if input_grad else None
-    dx = np.empty_like(x) if input_grad else None
+    dcols = _scratch("dcols", (step * P, K), x.dtype) if dx is not None else None
     dw2d = np.zeros((K, F), dtype=x.dtype)
     part = np.empty_like(dw2d)
     for n0 in range(0, N, step):
@@ -375,7 +379,7 @@ def _backward_gemm(dy, x, w, stride, padding, dilation, input_grad):
         _im2col(x, cols, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
         np.matmul(cols[:m].T, dy_chunk, out=part)
         dw2d += part
-        if input_grad:
+        if dx is not None:
             np.matmul(dy_chunk, w2d.T, out=dcols[:m])
             _col2im(dcols, dx, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
     parts = np.empty((min(N * P, WEIGHT_GRAD_CHUNKS), F), dtype=x.dtype)

@@ -22,6 +22,7 @@ import numpy as np
 
 from _openmp cimport omp_get_thread_num
 from cnnext._config import get_num_threads
+from cnnext.workspace import into, output
 
 _MODES = {"max": 0, "min": 1, "avg": 2}
 cdef enum:
@@ -331,15 +332,15 @@ cdef Geometry _geometry(shape, size, stride, padding):
     return g
 
 
-def pool2d_forward(x, size, stride, padding, mode):
-    """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)``.
+def pool2d_forward(x, size, stride, padding, mode, out=None):
+    """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)`` (``out`` when given).
 
     ``Ho = (H + top + bottom - size_h) // stride_h + 1`` (same for ``Wo``).
     """
     cdef Geometry g = _geometry(x.shape, size, stride, padding)
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
-    y = np.empty((x.shape[0], g.Ho, g.Wo, g.C), dtype=x.dtype)
+    y = output(out, (x.shape[0], g.Ho, g.Wo, g.C), x.dtype)
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
     scratch = np.empty((nt, 2 * g.Wp * g.C + 64), dtype=x.dtype)
@@ -350,8 +351,9 @@ def pool2d_forward(x, size, stride, padding, mode):
     return y
 
 
-def pool2d_backward(dy, x, size, stride, padding, mode):
-    """Gradient ``dx (N, H, W, C)`` of pooling ``x`` given ``dy (N, Ho, Wo, C)``.
+def pool2d_backward(dy, x, size, stride, padding, mode, out=None):
+    """Gradient ``dx (N, H, W, C)`` of pooling ``x`` given ``dy (N, Ho, Wo, C)`` (written into
+    ``out`` when given).
 
     max/min send each output's gradient to the first extreme cell of its window (row-major);
     avg spreads it evenly over the window's real cells. Overlapping windows accumulate.
@@ -364,8 +366,8 @@ def pool2d_backward(dy, x, size, stride, padding, mode):
         # cell keys (< (kh + 1) * W * C) would not all be exact in float32
         dx = pool2d_backward(dy.astype(np.float64), x.astype(np.float64), size, stride, padding,
                              mode)
-        return dx.astype(np.float32)
-    dx = np.empty_like(x)
+        return into(out, dx.astype(np.float32))
+    dx = output(out, x.shape, x.dtype)
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
     scratch = np.empty((nt, 4 * g.Wp * g.C + 64), dtype=x.dtype)

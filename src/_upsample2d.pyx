@@ -12,6 +12,7 @@ import numpy as np
 
 from _openmp cimport omp_get_thread_num
 from cnnext._config import get_num_threads
+from cnnext.workspace import output
 
 
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
@@ -67,12 +68,13 @@ cdef void _backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
                         dst[w * C + c] += block[j * C + c]
 
 
-def upsample2d_forward(x, scale):
-    """Repeat each pixel of ``x (N, H, W, C)`` into an ``sh x sw`` block: ``(N, H*sh, W*sw, C)``."""
+def upsample2d_forward(x, scale, out=None):
+    """Repeat each pixel of ``x (N, H, W, C)`` into an ``sh x sw`` block: ``(N, H*sh, W*sw, C)``
+    (written into ``out`` when given)."""
     cdef Py_ssize_t sh = scale[0], sw = scale[1]
     cdef int nt = get_num_threads()
     n, h, w, c = x.shape
-    y = np.empty((n, h * sh, w * sw, c), dtype=x.dtype)
+    y = output(out, (n, h * sh, w * sw, c), x.dtype)
     if x.dtype == np.float32:
         _forward[float](x, y, sh, sw, nt)
     else:
@@ -80,12 +82,13 @@ def upsample2d_forward(x, scale):
     return y
 
 
-def upsample2d_backward(dy, scale):
-    """Sum ``dy (N, H*sh, W*sw, C)`` over each ``sh x sw`` block: ``dx (N, H, W, C)``."""
+def upsample2d_backward(dy, scale, out=None):
+    """Sum ``dy (N, H*sh, W*sw, C)`` over each ``sh x sw`` block: ``dx (N, H, W, C)`` (written
+    into ``out`` when given)."""
     cdef Py_ssize_t sh = scale[0], sw = scale[1]
     cdef int nt = get_num_threads()
     n, ho, wo, c = dy.shape
-    dx = np.empty((n, ho // sh, wo // sw, c), dtype=dy.dtype)
+    dx = output(out, (n, ho // sh, wo // sw, c), dy.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
     scratch = np.empty((nt, wo * c + 64), dtype=dy.dtype)
     if dy.dtype == np.float32:

@@ -2,16 +2,18 @@
 
 Every backend provides the same kernel-level functions, with identical signatures and semantics.
 They receive arguments already validated and normalised by :mod:`cnnext.ops` (C-contiguous arrays of
-one float dtype, tuples of ints) and return freshly allocated arrays:
+one float dtype, tuples of ints) and return freshly allocated arrays, or write their (first)
+result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.workspace`):
 
-  conv2d_forward(x, w, b, stride, padding, dilation) -> y
-  conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True) -> (dx or None, dw, db)
-  pool2d_forward(x, size, stride, padding, mode) -> y
-  pool2d_backward(dy, x, size, stride, padding, mode) -> dx
-  upsample2d_forward(x, scale) -> y
-  upsample2d_backward(dy, scale) -> dx
-  relu_forward(z) -> y
-  relu_backward(dy, z) -> dz
+  conv2d_forward(x, w, b, stride, padding, dilation, out=None) -> y
+  conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=None)
+      -> (dx or None, dw, db)
+  pool2d_forward(x, size, stride, padding, mode, out=None) -> y
+  pool2d_backward(dy, x, size, stride, padding, mode, out=None) -> dx
+  upsample2d_forward(x, scale, out=None) -> y
+  upsample2d_backward(dy, scale, out=None) -> dx
+  relu_forward(z, out=None) -> y
+  relu_backward(dy, z, out=None) -> dz
 
 Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
 ``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is

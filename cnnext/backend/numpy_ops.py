@@ -6,7 +6,8 @@ as a strided view (``sliding_window_view``) and reduce it; backward passes loop 
 
 Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 arrays of one dtype,
 ``x (N, H, W, C)`` with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
-pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype.
+pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype. Each op computes a new
+array and copies it into ``out`` when that is given (only the compiled kernels write in place).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..shapes import Pair, Padding4, conv_output_hw, dilated_kernel_hw, padded_hw
+from ..workspace import into
 
 
 def _pad(x: np.ndarray, padding: Padding4) -> np.ndarray:
@@ -50,7 +52,8 @@ def _tap(x_padded: np.ndarray, i: int, j: int, stride: Pair, dilation: Pair, out
 # --- convolution --------------------------------------------------------------------------------
 
 
-def conv2d_forward(x, w, b, stride: Pair, padding: Padding4, dilation: Pair) -> np.ndarray:
+def conv2d_forward(x, w, b, stride: Pair, padding: Padding4, dilation: Pair,
+                   out=None) -> np.ndarray:
     """``y[n, i, j, f] = b[f] + sum_{kh, kw, c} x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] *
     w[kh, kw, c, f]`` with zero padding; ``y (N, Ho, Wo, F)``."""
     kernel_hw = w.shape[:2]
@@ -59,11 +62,11 @@ def conv2d_forward(x, w, b, stride: Pair, padding: Padding4, dilation: Pair) -> 
     y = np.tensordot(windows, w, axes=([4, 5, 3], [0, 1, 2]))  # (N, Ho, Wo, F)
     if b is not None:
         y += b
-    return y
+    return into(out, y)
 
 
 def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair,
-                    input_grad: bool = True):
+                    input_grad: bool = True, out=None):
     """Gradients ``(dx (N, H, W, C), dw (KH, KW, C, F), db (F,))`` of :func:`conv2d_forward`
     given ``dy (N, Ho, Wo, F)``; ``dx`` is None when ``input_grad`` is False."""
     kh, kw = w.shape[:2]
@@ -79,7 +82,7 @@ def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair,
     for i in range(kh):
         for j in range(kw):
             _tap(dx_padded, i, j, stride, dilation, out_hw)[...] += dy @ w[i, j].T
-    return np.ascontiguousarray(_crop(dx_padded, padding)), dw, db
+    return into(out, np.ascontiguousarray(_crop(dx_padded, padding))), dw, db
 
 
 # --- pooling ------------------------------------------------------------------------------------
@@ -115,7 +118,8 @@ def _avg_divisor(real: np.ndarray, dtype) -> np.ndarray:
     return real.sum(axis=-1).astype(dtype)
 
 
-def pool2d_forward(x, size: Pair, stride: Pair, padding: Padding4, mode: str) -> np.ndarray:
+def pool2d_forward(x, size: Pair, stride: Pair, padding: Padding4, mode: str,
+                   out=None) -> np.ndarray:
     """Max, min or average over each window; ``y (N, Ho, Wo, C)``.
 
     Padding cells never win max/min and are not counted by avg (avg divides by the number of real
@@ -123,12 +127,13 @@ def pool2d_forward(x, size: Pair, stride: Pair, padding: Padding4, mode: str) ->
     """
     windows, real = _pool_setup(x, size, stride, padding)
     if mode == "avg":
-        return windows.sum(axis=-1) / _avg_divisor(real, x.dtype)  # padding cells are zeros
+        return into(out, windows.sum(axis=-1) / _avg_divisor(real, x.dtype))  # padding: zeros
     winner = _winners(windows, real, mode)
-    return np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
+    return into(out, np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0])
 
 
-def pool2d_backward(dy, x, size: Pair, stride: Pair, padding: Padding4, mode: str) -> np.ndarray:
+def pool2d_backward(dy, x, size: Pair, stride: Pair, padding: Padding4, mode: str,
+                    out=None) -> np.ndarray:
     """Gradient ``dx (N, H, W, C)`` of :func:`pool2d_forward` given ``dy (N, Ho, Wo, C)``.
 
     max/min send each output's gradient to the first extreme cell of its window (row-major);
@@ -151,32 +156,32 @@ def pool2d_backward(dy, x, size: Pair, stride: Pair, padding: Padding4, mode: st
                 _tap(dx_padded, i, j, stride, (1, 1), out_hw)[...] += np.where(
                     winner == i * kw + j, dy, 0
                 )
-    return np.ascontiguousarray(_crop(dx_padded, padding))
+    return into(out, np.ascontiguousarray(_crop(dx_padded, padding)))
 
 
 # --- nearest-neighbour upsampling ---------------------------------------------------------------
 
 
-def upsample2d_forward(x, scale: Pair) -> np.ndarray:
+def upsample2d_forward(x, scale: Pair, out=None) -> np.ndarray:
     """Repeat every cell ``sh`` times down and ``sw`` times across: ``(N, H*sh, W*sw, C)``."""
-    return np.repeat(np.repeat(x, scale[0], axis=1), scale[1], axis=2)
+    return into(out, np.repeat(np.repeat(x, scale[0], axis=1), scale[1], axis=2))
 
 
-def upsample2d_backward(dy, scale: Pair) -> np.ndarray:
+def upsample2d_backward(dy, scale: Pair, out=None) -> np.ndarray:
     """Sum each ``sh x sw`` block of ``dy (N, H*sh, W*sw, C)``: ``dx (N, H, W, C)``."""
     n, h_out, w_out, c = dy.shape
     sh, sw = scale
-    return dy.reshape(n, h_out // sh, sh, w_out // sw, sw, c).sum(axis=(2, 4))
+    return into(out, dy.reshape(n, h_out // sh, sh, w_out // sw, sw, c).sum(axis=(2, 4)))
 
 
 # --- ReLU ---------------------------------------------------------------------------------------
 
 
-def relu_forward(z) -> np.ndarray:
+def relu_forward(z, out=None) -> np.ndarray:
     """``max(z, 0)`` element-wise (a NaN stays NaN)."""
-    return np.maximum(z, 0)
+    return into(out, np.maximum(z, 0))
 
 
-def relu_backward(dy, z) -> np.ndarray:
+def relu_backward(dy, z, out=None) -> np.ndarray:
     """``dy * (z > 0)``: the gradient passes where the input was positive."""
-    return dy * (z > 0)
+    return into(out, dy * (z > 0))

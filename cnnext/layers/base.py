@@ -17,6 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .. import activations
+from ..workspace import Workspace
 
 Shape = tuple[int, ...]
 
@@ -57,6 +58,11 @@ class Layer:
 
     ``input_grad_needed`` is cleared by the model on its first layer with weights: nothing
     upstream uses that layer's input gradient, so :meth:`backward` may skip it and return None.
+
+    ``use_workspace`` (set by the model around each training step) makes :meth:`forward` and
+    :meth:`backward` write their large results into the layer's ``workspace`` arrays, reused from
+    one batch to the next, instead of new arrays: such a result stays valid until the layer's next
+    pass. Inference passes keep it off, so they allocate, and many threads may run them at once.
     """
 
     def __init__(
@@ -83,6 +89,8 @@ class Layer:
         self.backend: Optional[str] = None
         self.seed_sequence: Optional[np.random.SeedSequence] = None
         self.input_grad_needed = True
+        self.workspace = Workspace()
+        self.use_workspace = False
 
     @staticmethod
     def _as_shape(shape: Sequence[int]) -> Shape:
@@ -118,6 +126,11 @@ class Layer:
         self.grads = {key: np.zeros_like(p) for key, p in self.params.items()}
         self.input_shape = shape
         self.built = True
+
+    def _buffer(self, name: str, shape: tuple, dtype) -> Optional[np.ndarray]:
+        """The workspace array ``name`` while ``use_workspace`` is on, else None (the op then
+        allocates its result)."""
+        return self.workspace.array(name, shape, dtype) if self.use_workspace else None
 
     def _error(self, message: str) -> ValueError:
         return ValueError(f"layer '{self.name}' ({type(self).__name__}): {message}")
@@ -207,13 +220,17 @@ class ActivatedLayer(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         z = self.affine_forward(x)
         self.preactivation = z
-        y = z if self._is_linear else self.activation.forward(z, self.backend)
+        if self._is_linear:
+            y = z
+        else:
+            y = self.activation.forward(z, self.backend, self._buffer("y", z.shape, z.dtype))
         self._output = y
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if not self._is_linear:
-            dy = self.activation.backward(dy, self.preactivation, self._output, self.backend)
+            dz = self._buffer("dz", dy.shape, dy.dtype)
+            dy = self.activation.backward(dy, self.preactivation, self._output, self.backend, dz)
         return self.affine_backward(dy)
 
     def backward_preactivation(self, dz: np.ndarray) -> np.ndarray:

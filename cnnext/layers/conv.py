@@ -78,15 +78,18 @@ class Conv2D(ActivatedLayer):
 
     def affine_forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
+        z = self._buffer("z", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).conv2d_forward(
             x, self.params["kernel"], self.params.get("bias"), self._kernel_strides, self.pads,
-            self.dilation_rate,
+            self.dilation_rate, z,
         )
 
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
+        x = self._x
+        dx = self._buffer("dx", x.shape, x.dtype) if self.input_grad_needed else None
         dx, dw, db = resolve(self.backend).conv2d_backward(
-            np.ascontiguousarray(dz), self._x, self.params["kernel"], self._kernel_strides,
-            self.pads, self.dilation_rate, self.input_grad_needed,
+            np.ascontiguousarray(dz), x, self.params["kernel"], self._kernel_strides,
+            self.pads, self.dilation_rate, self.input_grad_needed, dx,
         )
         self.grads["kernel"] = dw
         if self.use_bias:

@@ -42,7 +42,8 @@ class Dense(ActivatedLayer):
     def affine_forward(self, x: np.ndarray) -> np.ndarray:
         x2 = x.reshape(-1, x.shape[-1])
         self._x2 = x2
-        z = x2 @ self.params["kernel"]
+        z = np.matmul(x2, self.params["kernel"],
+                      out=self._buffer("z", (x2.shape[0], self.units), x2.dtype))
         if self.use_bias:
             z += self.params["bias"]
         return z.reshape(*x.shape[:-1], self.units)
@@ -54,7 +55,9 @@ class Dense(ActivatedLayer):
             self.grads["bias"] = dz2.sum(axis=0)
         if not self.input_grad_needed:
             return None
-        dx = dz2 @ self.params["kernel"].T
+        kernel = self.params["kernel"]
+        dx = np.matmul(dz2, kernel.T, out=self._buffer("dx", (dz2.shape[0], kernel.shape[0]),
+                                                       dz2.dtype))
         return dx.reshape(*dz.shape[:-1], dx.shape[-1])
 
     def get_config(self) -> dict[str, Any]:
@@ -107,12 +110,16 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
-        keep = self.rng.random(x.shape, dtype=x.dtype) >= self.rate
-        self._mask = np.multiply(keep, 1.0 / (1.0 - self.rate), dtype=x.dtype)
-        return x * self._mask
+        mask = self.rng.random(x.shape, dtype=x.dtype, out=self._buffer("mask", x.shape, x.dtype))
+        np.greater_equal(mask, self.rate, out=mask)  # 1 where kept, 0 where dropped
+        mask *= x.dtype.type(1.0 / (1.0 - self.rate))
+        self._mask = mask
+        return np.multiply(x, mask, out=self._buffer("y", x.shape, x.dtype))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy if self._mask is None else dy * self._mask
+        if self._mask is None:
+            return dy
+        return np.multiply(dy, self._mask, out=self._buffer("dx", dy.shape, dy.dtype))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}

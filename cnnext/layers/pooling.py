@@ -57,13 +57,16 @@ class Pool2D(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
+        y = self._buffer("y", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).pool2d_forward(
-            x, self.pool_size, self.strides, self.pads, self.mode
+            x, self.pool_size, self.strides, self.pads, self.mode, y
         )
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        x = self._x
         return resolve(self.backend).pool2d_backward(
-            np.ascontiguousarray(dy), self._x, self.pool_size, self.strides, self.pads, self.mode
+            np.ascontiguousarray(dy), x, self.pool_size, self.strides, self.pads, self.mode,
+            self._buffer("dx", x.shape, x.dtype),
         )
 
     def get_config(self) -> dict[str, Any]:

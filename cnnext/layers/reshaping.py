@@ -37,10 +37,12 @@ class UpSample2D(Layer):
         return (*upsample_output_hw(input_shape[:2], self.size), input_shape[2])
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        return resolve(self.backend).upsample2d_forward(x, self.size)
+        y = self._buffer("y", (x.shape[0], *self.output_shape), x.dtype)
+        return resolve(self.backend).upsample2d_forward(x, self.size, y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return resolve(self.backend).upsample2d_backward(np.ascontiguousarray(dy), self.size)
+        dx = self._buffer("dx", (dy.shape[0], *self.input_shape), dy.dtype)
+        return resolve(self.backend).upsample2d_backward(np.ascontiguousarray(dy), self.size, dx)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "size": list(self.size)}

@@ -1,0 +1,55 @@
+"""Reusable result arrays: the ``out`` argument of the ops, and per-layer workspaces.
+
+Every op of the backend table takes an optional ``out``: an array of exactly the result's shape
+and dtype (C-contiguous, writeable, sharing no memory with the inputs) that receives the result
+and is returned. :func:`output` and :func:`into` are the two backends' side of that contract.
+
+A :class:`Workspace` holds the named arrays one layer writes its results into, so that a model
+allocates no new large buffers from one batch to the next. Each name is backed by one byte buffer
+that grows to the largest size asked for, so alternating batch sizes (training, then validation,
+then the last partial batch) reuse it too.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def output(out: Optional[np.ndarray], shape: tuple, dtype) -> np.ndarray:
+    """``out`` when given (the caller has checked its shape and dtype), else a new array."""
+    return np.empty(shape, dtype=dtype) if out is None else out
+
+
+def into(out: Optional[np.ndarray], result: np.ndarray) -> np.ndarray:
+    """``result``, or ``out`` holding a copy of it when ``out`` is given."""
+    if out is None:
+        return result
+    np.copyto(out, result)
+    return out
+
+
+class Workspace:
+    """Named arrays reused across calls: ``array(name, shape, dtype)`` returns a view of the
+    buffer kept for ``name``, reallocated only when it is too small. Its contents are whatever the
+    last user left there. Arrays of one name share memory, so a name has one user at a time."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buf = self._buffers.get(name)
+        if buf is None or buf.nbytes < nbytes:
+            buf = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all buffers."""
+        return sum(buf.nbytes for buf in self._buffers.values())
+
+    def clear(self) -> None:
+        """Release every buffer."""
+        self._buffers.clear()
