@@ -11,6 +11,7 @@ then the last partial batch) reuse it too.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -36,14 +37,19 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
+        self._views: dict[str, np.ndarray] = {}  # the last array handed out per name
 
     def array(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        view = self._views.get(name)
+        if view is not None and view.shape == shape and view.dtype == dtype:
+            return view
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         buf = self._buffers.get(name)
         if buf is None or buf.nbytes < nbytes:
             buf = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
-        return buf[:nbytes].view(dtype).reshape(shape)
+        view = self._views[name] = buf[:nbytes].view(dtype).reshape(shape)
+        return view
 
     @property
     def nbytes(self) -> int:
@@ -53,3 +59,4 @@ class Workspace:
     def clear(self) -> None:
         """Release every buffer."""
         self._buffers.clear()
+        self._views.clear()

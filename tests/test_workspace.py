@@ -103,7 +103,6 @@ def test_lenet5_training_steps_after_the_first_allocate_no_large_buffers(backend
         assert max(transient) < 1 << 20
     # the first traced step replaces untraced weight gradients, so it counts as retained
     assert max(retained[1:]) < 1 << 12
-    assert model.layers[0].preactivation is not first_output
     assert np.shares_memory(model.layers[0].preactivation, first_output)
 
 
