@@ -120,12 +120,26 @@ def _pad_channels(w, n: int):
     return out
 
 
-def _padded_input(x, padding, Wo, KW, sw, dw, nt) -> np.ndarray:
-    """``x`` zero-padded, with enough extra columns for whole register blocks of ``Wo``."""
+def _block_windows(Wo: int, Fp: int, L: int) -> int:
+    """Windows per output row that the forward kernel's register blocks read (at least ``Wo``):
+    blocks of two channel vectors while ``2 * L`` channels remain, then of one."""
+    nfs = ([2] if Fp >= 2 * L else []) + ([1] if Fp % (2 * L) else [])
+    return max(_round_up(Wo, cnx_f.block_items(nf, Wo)) for nf in nfs)
+
+
+def _padded_input(x, padding, windows, KW, sw, dw, nt) -> np.ndarray:
+    """``x`` zero-padded, with enough columns for ``windows`` windows per row (``x`` itself when
+    it needs neither)."""
     N, H, W, C = x.shape
     top, bottom, left, right = padding
-    Wp = max(W + left + right, (_round_up(Wo, cnx_f.rb) - 1) * sw + (KW - 1) * dw + 1)
-    xpad = _scratch("xpad", (N, H + top + bottom, Wp, C), x.dtype, zero=True)
+    Wp = max(W + left + right, (windows - 1) * sw + (KW - 1) * dw + 1)
+    if top == bottom == left == 0 and Wp == W:
+        return x
+    xpad = _scratch("xpad", (N, H + top + bottom, Wp, C), x.dtype)
+    xpad[:, :top] = 0
+    xpad[:, top + H :] = 0
+    xpad[:, top : top + H, :left] = 0
+    xpad[:, top : top + H, left + W :] = 0
     _place(x, xpad, top, left, 1, 1, nt)
     return xpad
 
@@ -166,7 +180,7 @@ def _forward_direct(x, w, b, stride, padding, dilation, y):
                                 w, bias, y, dilation, get_num_threads())
     Fp = _round_up(F, L)
     nt = get_num_threads()
-    xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
+    xpad = _padded_input(x, padding, _block_windows(Wo, Fp, L), KW, stride[1], dilation[1], nt)
     bias = np.zeros(Fp, dtype=x.dtype)
     if b is not None:
         bias[:F] = b
@@ -226,13 +240,12 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     planes = _scratch("planes", (N, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
                       zero=True)
     _to_planes(x, planes, rows, pitch, top, left, 1, 1, nt)
-    dy_planes = _scratch("planes_out", (N, F, nq), x.dtype)
-    _to_planes(dy, dy_planes, Ho, pitch, 0, 0, 1, 1, nt, clear_rows=True)
-    dy_planes[:, :, Ho * pitch :] = 0
+    # one sample's output-gradient planes per thread, zero past Ho * pitch
+    dy_planes = _scratch("dy_planes", (nt, F, nq), x.dtype, zero=True)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
     dwc = _scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
     dbc = _scratch("dbc", (chunks, F), x.dtype, zero=True)
-    _planar_weight_grad(planes, dy_planes, qoff, dwc, dbc, nq, nt)
+    _planar_weight_grad(planes, dy, qoff, pitch, dwc, dbc, dy_planes, nt)
     dw_ = np.ascontiguousarray(dwc.sum(axis=0).transpose(1, 2, 0)).reshape(KH, KW, C, F)
     return dw_, dbc.sum(axis=0)
 
@@ -321,10 +334,8 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):
     planes = _scratch("planes", (N, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
                       zero=True)
     _to_planes(src, planes, rows, pitch, origin[0], origin[1], spread[0], spread[1], nt)
-    out = _scratch("planes_out", (N, Cout, nq), src.dtype)
-    _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), out, Ho * pitch, pitch, KH, dh, dw,
-                 nt)
-    _from_planes(out, pitch, bias, y, nt)
+    out = _scratch("planes_out", (nt, PLANAR_GROUP, nq), src.dtype)  # one task's output planes
+    _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), bias, y, pitch, KH, dh, dw, out, nt)
     return y
 
 

@@ -12,12 +12,15 @@ from cython.parallel cimport prange
 from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
+from _openmp cimport omp_get_thread_num
+
 cdef extern from "_conv_simd.h" nogil:
     ctypedef struct cnx_table_f:
         int lanes  # elements per vector
         int vbytes  # bytes per vector
         int rb  # register block of the channel-lane kernels (pixels or taps)
         int qb  # vectors per block of the pixel-lane kernels
+        int (*block_items)(int nf, ptrdiff_t n)  # register-block size for nf vectors, n items
     ctypedef struct cnx_table_d:
         int lanes
     cnx_table_f cnx_f  # the selected kernels (see cnx_select)
@@ -187,42 +190,83 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
 
 
 def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
-                 const floating[:, :, ::1] w, floating[:, :, ::1] out, Py_ssize_t nq,
-                 Py_ssize_t pitch, Py_ssize_t KH, Py_ssize_t dh, Py_ssize_t dw, int nt):
+                 const floating[:, :, ::1] w, const floating[::1] bias, floating[:, :, :, ::1] y,
+                 Py_ssize_t pitch, Py_ssize_t KH, Py_ssize_t dh, Py_ssize_t dw,
+                 floating[:, :, ::1] out, int nt):
     """Stride-1 convolution of channel planes ``planes (N, Cin, PL)`` with ``w (T, Cin, Cout)``
     at the tap offsets ``qoff (T,)`` (``T = KH * KW`` taps ``(kh, kw)`` at ``kh * dh * pitch +
-    kw * dw``) into ``out (N, Cout, PO)`` (first ``nq`` values of each plane; see cnx_planar_conv
-    for the sizes); one task per (sample, group of up to PLANAR_GROUP output channels)."""
+    kw * dw``) plus ``bias (Cout,)``, into ``y (N, Ho, Wo, Cout)``. One task per (sample, group
+    of up to PLANAR_GROUP output channels): the group's output planes go to the task's buffer
+    ``out[task] (PLANAR_GROUP, PO)`` (see cnx_planar_conv for the sizes), then into ``y`` while
+    they are still in cache."""
     cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
     cdef Py_ssize_t ntaps = w.shape[0], Cout = w.shape[2], PO = out.shape[2]
+    cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2]
     cdef Py_ssize_t groups = (Cout + PLANAR_GROUP - 1) // PLANAR_GROUP
-    cdef Py_ssize_t item, n, co
+    cdef Py_ssize_t item, n, co, nco, i, j, c
+    cdef floating* buf
+    cdef floating* d
     if N == 0:
         return
     for item in prange(N * groups, nogil=True, num_threads=nt, schedule="static"):
         n = item // groups
         co = item % groups * PLANAR_GROUP
-        _planar_planes(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co,
-                       _imin(PLANAR_GROUP, Cout - co), &out[n, co, 0], PO, nq, pitch, KH, dh, dw)
+        nco = _imin(PLANAR_GROUP, Cout - co)
+        buf = &out[omp_get_thread_num(), 0, 0]
+        _planar_planes(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co, nco,
+                       buf, PO, Ho * pitch, pitch, KH, dh, dw)
+        for i in range(Ho):
+            d = &y[n, i, 0, co]
+            for c in range(nco):  # contiguous reads along each plane row
+                for j in range(Wo):
+                    d[j * Cout + c] = buf[c * PO + i * pitch + j] + bias[co + c]
 
 
-def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, ::1] dy_planes,
-                        const Py_ssize_t[::1] qoff, floating[:, :, :, ::1] dwc,
-                        floating[:, ::1] dbc, Py_ssize_t nq, int nt):
+def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, :, ::1] dy,
+                        const Py_ssize_t[::1] qoff, Py_ssize_t pitch,
+                        floating[:, :, :, ::1] dwc, floating[:, ::1] dbc,
+                        floating[:, :, ::1] dy_planes, int nt):
     """Per-chunk partial gradients over channel planes (stride 1): ``dwc[k] (F, ntaps, Cin)`` and
     ``dbc[k] (F,)`` summed over chunk k of the batch, from ``planes (N, Cin, PL)`` and
-    ``dy_planes (N, F, nq)``; zero-initialised. One task per chunk (all output channels, so
-    each loaded input vector feeds several of them)."""
+    ``dy (N, Ho, Wo, F)``; zero-initialised. One task per chunk (all output channels, so each
+    loaded input vector feeds several of them). Each sample's ``dy`` goes into the task's planes
+    ``dy_planes[task] (F, nq)`` (rows ``pitch`` apart; zero past ``Ho * pitch``) just before use,
+    so they are still in cache."""
     cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
     cdef Py_ssize_t K = dwc.shape[0], F = dwc.shape[1], ntaps = dwc.shape[2]
-    cdef Py_ssize_t k, n
+    cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], nq = dy_planes.shape[2]
+    cdef Py_ssize_t k, n, i
+    cdef floating* buf
     if K == 0:
         return
     for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
+        buf = &dy_planes[omp_get_thread_num(), 0, 0]
         for n in range(k * N // K, (k + 1) * N // K):
-            _planar_weight_grad_sample(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps,
-                                       &dy_planes[n, 0, 0], nq, F, &dwc[k, 0, 0, 0],
-                                       &dbc[k, 0])
+            for i in range(Ho):
+                _row_to_planes(&dy[n, i, 0, 0], F, buf, nq, i * pitch, pitch, 0, 1, 0, Wo, True)
+            _planar_weight_grad_sample(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, buf, nq, F,
+                                       &dwc[k, 0, 0, 0], &dbc[k, 0])
+
+
+cdef inline void _row_to_planes(const floating* s, Py_ssize_t C, floating* d, Py_ssize_t PL,
+                                Py_ssize_t row, Py_ssize_t pitch, Py_ssize_t c0, Py_ssize_t sc,
+                                Py_ssize_t j0, Py_ssize_t j1, bint clear_row) noexcept nogil:
+    """``d[c * PL + row + c0 + j*sc] = s[j * C + c]`` for ``j`` in ``[j0, j1)``: one row of a
+    ``(.., C)`` source into the plane row starting at ``row`` of ``C`` planes ``PL`` apart;
+    ``clear_row`` first zeroes the ``pitch`` cells of each plane row."""
+    cdef Py_ssize_t c, j
+    cdef floating* plane_row
+    for c in range(C):  # along each plane row
+        plane_row = d + c * PL + row
+        if clear_row:
+            memset(plane_row, 0, pitch * sizeof(floating))
+        plane_row += c0
+        if sc == 1:
+            for j in range(j0, j1):
+                plane_row[j] = s[j * C + c]
+        else:
+            for j in range(j0, j1):
+                plane_row[j * sc] = s[j * C + c]
 
 
 def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_ssize_t rows,
@@ -233,9 +277,7 @@ def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_
     ``clear_rows`` the other cells of every plane row written to are set to 0."""
     cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
     cdef Py_ssize_t PL = planes.shape[2]
-    cdef Py_ssize_t item, n, i, j, c, r, j0, j1, start
-    cdef const floating* s
-    cdef floating* d
+    cdef Py_ssize_t item, n, i, r, j0, j1
     if N == 0:
         return
     # the columns j that land inside the plane: 0 <= c0 + j*sc < pitch
@@ -247,34 +289,8 @@ def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_
         r = r0 + i * sr
         if r < 0 or r >= rows:
             continue
-        s = &src[n, i, 0, 0]
-        d = &planes[n, 0, 0]
-        start = r * pitch + c0
-        for c in range(C):  # along each plane row
-            if clear_rows:
-                memset(&d[c * PL + r * pitch], 0, pitch * sizeof(floating))
-            for j in range(j0, j1):
-                d[c * PL + start + j * sc] = s[j * C + c]
-
-
-def _from_planes(const floating[:, :, ::1] planes, Py_ssize_t pitch, const floating[::1] bias,
-                 floating[:, :, :, ::1] dst, int nt):
-    """``dst[n, i, j, c] = planes[n, c, i * pitch + j] + bias[c]`` for every cell of ``dst``."""
-    cdef Py_ssize_t N = dst.shape[0], A = dst.shape[1], B = dst.shape[2], C = dst.shape[3]
-    cdef Py_ssize_t PL = planes.shape[2]
-    cdef Py_ssize_t item, n, i, j, c
-    cdef const floating* s
-    cdef floating* d
-    if N == 0:
-        return
-    for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
-        n = item // A
-        i = item % A
-        s = &planes[n, 0, i * pitch]
-        d = &dst[n, i, 0, 0]
-        for c in range(C):  # contiguous reads along each plane row
-            for j in range(B):
-                d[j * C + c] = s[c * PL + j] + bias[c]
+        _row_to_planes(&src[n, i, 0, 0], C, &planes[n, 0, 0], PL, r * pitch, pitch, c0, sc, j0, j1,
+                       clear_rows)
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
@@ -317,6 +333,13 @@ def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_
         i = item % A
         r = r0 + i * sr
         if r < 0 or r >= A2:
+            continue
+        if sc == 1 and dst.shape[3] == C and src.strides[2] == C * sizeof(floating):
+            # the row's cells are contiguous in both: one copy
+            j = -c0 if c0 < 0 else 0
+            col = _imin(B, B2 - c0)
+            if col > j:
+                memcpy(&dst[n, r, c0 + j, 0], &src[n, i, j, 0], (col - j) * C * sizeof(floating))
             continue
         for j in range(B):
             col = c0 + j * sc

@@ -37,6 +37,7 @@
         int vbytes; /* bytes per vector */                                                      \
         int rb;     /* register block: accumulator vectors of the channel-lane kernels */       \
         int qb;     /* vectors per block of the pixel-lane kernels */                           \
+        int (*block_items)(int, ptrdiff_t); /* register-block size for nf vectors, n items */ \
     }
 typedef CNX_TABLE(float) cnx_table_f;
 typedef CNX_TABLE(double) cnx_table_d;

@@ -33,15 +33,55 @@ static inline void CNX_NAME(cnx_store)(CNX_T* p, CNX_V v, ptrdiff_t n)
     }
 }
 
-/* One register block of a direct-convolution output row: np = CNX_RB / nf output pixels from
- * ow0 times nf vectors of output channels from f0 (nf is 1 or 2, a constant once inlined; two
- * vectors share each broadcast input, which saves loads when there are enough channels). */
+/* Register blocks of np items (output pixels, or kernel taps) times nf vectors of output channels
+ * (nf is 1 or 2; two vectors share each broadcast input, which saves loads when there are enough
+ * channels). np * nf <= CNX_RB accumulators; a row of n items is covered by ceil(n / np) blocks,
+ * np being the size from CNX_RB / nf down to two thirds of it that leaves the fewest idle
+ * items in the last block (the largest such size on ties). */
+static inline int CNX_NAME(cnx_block_items)(int nf, ptrdiff_t n)
+{
+    const int most = CNX_RB / nf;
+    int best = most;
+    ptrdiff_t best_idle = (most - n % most) % most;
+    for (int np = most - 1; 3 * np >= 2 * most; np--) {
+        const ptrdiff_t idle = (np - n % np) % np;
+        if (idle < best_idle) {
+            best = np;
+            best_idle = idle;
+        }
+    }
+    return best;
+}
+
+/* `case NP:` of a switch over cnx_block_items(NF, n): STEP, a statement using the constants
+ * nf_ = NF and np_ = NP. CNX_BLOCK_CASES_<NF> lists every size cnx_block_items can choose. */
+#define CNX_BLOCK_CASE(NF, NP, STEP) \
+    case NP: {                        \
+        const int nf_ = NF, np_ = NP; \
+        STEP;                         \
+        break;                        \
+    }
+#if CNX_RB == 12
+#define CNX_BLOCK_CASES_1(STEP)                                                         \
+    CNX_BLOCK_CASE(1, 12, STEP) CNX_BLOCK_CASE(1, 11, STEP) CNX_BLOCK_CASE(1, 10, STEP) \
+    CNX_BLOCK_CASE(1, 9, STEP) CNX_BLOCK_CASE(1, 8, STEP)
+#define CNX_BLOCK_CASES_2(STEP) \
+    CNX_BLOCK_CASE(2, 6, STEP) CNX_BLOCK_CASE(2, 5, STEP) CNX_BLOCK_CASE(2, 4, STEP)
+#elif CNX_RB == 6
+#define CNX_BLOCK_CASES_1(STEP) \
+    CNX_BLOCK_CASE(1, 6, STEP) CNX_BLOCK_CASE(1, 5, STEP) CNX_BLOCK_CASE(1, 4, STEP)
+#define CNX_BLOCK_CASES_2(STEP) CNX_BLOCK_CASE(2, 3, STEP) CNX_BLOCK_CASE(2, 2, STEP)
+#else
+#error "CNX_RB must be 6 or 12"
+#endif
+
+/* One register block of a direct-convolution output row: np output pixels from ow0 times nf
+ * vectors of output channels from f0 (constants once inlined). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_direct_block)(
-    const int nf, const CNX_T* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
+    const int nf, const int np, const CNX_T* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
     const ptrdiff_t* toff, ptrdiff_t ntaps, const CNX_T* w, ptrdiff_t Fp, const CNX_T* bias,
     CNX_T* y, ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t ow0, ptrdiff_t f0)
 {
-    const int np = CNX_RB / nf;
     CNX_V acc[CNX_RB];
     for (int v = 0; v < nf; v++) {
         const CNX_V b = CNX_NAME(cnx_load)(bias + f0 + v * CNX_L);
@@ -73,31 +113,32 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_direct_block)(
 /* One output row of a direct convolution: y (Wo, F) = bias + sum over the kernel of x * w.
  * x: first cell of the row's first window; kernel rows are kh_step elements apart, neighbouring
  * output pixels pix elements apart. w: (KH, ntaps, Fp) with Fp a multiple of L; bias: (Fp,).
- * Reads whole register blocks: x must hold ceil(Wo / CNX_RB) * CNX_RB windows. */
+ * Reads whole register blocks: x must hold ceil(Wo / CNX_RB) * CNX_RB windows (the blocks
+ * chosen by cnx_block_items never span more). */
 static void CNX_NAME(cnx_direct_row)(const CNX_T* x, ptrdiff_t kh_step, ptrdiff_t KH,
                                      ptrdiff_t pix, const ptrdiff_t* toff, ptrdiff_t ntaps,
                                      const CNX_T* w, ptrdiff_t Fp, const CNX_T* bias, CNX_T* y,
                                      ptrdiff_t Wo, ptrdiff_t F)
 {
+#define CNX_DIRECT_BLOCKS                                                                     \
+    for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += np_)                                             \
+    CNX_NAME(cnx_direct_block)(nf_, np_, x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo, \
+                               F, ow0, f0)
     ptrdiff_t f0 = 0;
     for (; f0 + 2 * CNX_L <= Fp; f0 += 2 * CNX_L)
-        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB / 2)
-            CNX_NAME(cnx_direct_block)(2, x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo,
-                                       F, ow0, f0);
+        switch (CNX_NAME(cnx_block_items)(2, Wo)) { CNX_BLOCK_CASES_2(CNX_DIRECT_BLOCKS) }
     for (; f0 < Fp; f0 += CNX_L)
-        for (ptrdiff_t ow0 = 0; ow0 < Wo; ow0 += CNX_RB)
-            CNX_NAME(cnx_direct_block)(1, x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo,
-                                       F, ow0, f0);
+        switch (CNX_NAME(cnx_block_items)(1, Wo)) { CNX_BLOCK_CASES_1(CNX_DIRECT_BLOCKS) }
+#undef CNX_DIRECT_BLOCKS
 }
 
-/* One register block of the weight gradient over output rows [oh0, oh1): np = CNX_RB / nf
- * kernel taps from t0 times nf vectors of output channels from f0 (as in cnx_direct_block). */
+/* One register block of the weight gradient over output rows [oh0, oh1): np kernel taps from t0
+ * times nf vectors of output channels from f0 (constants once inlined). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_weight_grad_block)(
-    const int nf, const CNX_T* x, ptrdiff_t row_step, ptrdiff_t pix, const ptrdiff_t* toff,
-    ptrdiff_t ntaps, const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t Fp, CNX_T* dw, ptrdiff_t oh0,
-    ptrdiff_t oh1, ptrdiff_t t0, ptrdiff_t f0)
+    const int nf, const int np, const CNX_T* x, ptrdiff_t row_step, ptrdiff_t pix,
+    const ptrdiff_t* toff, ptrdiff_t ntaps, const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t Fp,
+    CNX_T* dw, ptrdiff_t oh0, ptrdiff_t oh1, ptrdiff_t t0, ptrdiff_t f0)
 {
-    const int np = CNX_RB / nf;
     ptrdiff_t off[CNX_RB];
     for (int p = 0; p < np; p++)
         off[p] = toff[t0 + p];
@@ -140,19 +181,20 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
                                       const ptrdiff_t* toff, ptrdiff_t ntaps, const CNX_T* dy,
                                       ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t Fp, CNX_T* dw)
 {
+#define CNX_WEIGHT_GRAD_BLOCKS                                                               \
+    for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += np_)                                             \
+    CNX_NAME(cnx_weight_grad_block)(nf_, np_, x, row_step, pix, toff, ntaps, dy, Wo, Fp, dw, \
+                                    oh0, oh1, t0, f0)
     const ptrdiff_t tile_rows = Wo >= CNX_TILE_PIXELS ? 1 : CNX_TILE_PIXELS / Wo;
     for (ptrdiff_t oh0 = 0; oh0 < Ho; oh0 += tile_rows) {
         const ptrdiff_t oh1 = oh0 + tile_rows < Ho ? oh0 + tile_rows : Ho;
         ptrdiff_t f0 = 0;
         for (; f0 + 2 * CNX_L <= Fp; f0 += 2 * CNX_L)
-            for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB / 2)
-                CNX_NAME(cnx_weight_grad_block)(2, x, row_step, pix, toff, ntaps, dy, Wo, Fp, dw,
-                                                oh0, oh1, t0, f0);
+            switch (CNX_NAME(cnx_block_items)(2, ntaps)) { CNX_BLOCK_CASES_2(CNX_WEIGHT_GRAD_BLOCKS) }
         for (; f0 < Fp; f0 += CNX_L)
-            for (ptrdiff_t t0 = 0; t0 < ntaps; t0 += CNX_RB)
-                CNX_NAME(cnx_weight_grad_block)(1, x, row_step, pix, toff, ntaps, dy, Wo, Fp, dw,
-                                                oh0, oh1, t0, f0);
+            switch (CNX_NAME(cnx_block_items)(1, ntaps)) { CNX_BLOCK_CASES_1(CNX_WEIGHT_GRAD_BLOCKS) }
     }
+#undef CNX_WEIGHT_GRAD_BLOCKS
 }
 
 /* Input gradient scattered back through the kernel from nr <= CNX_RB output rows whose input
@@ -427,8 +469,11 @@ static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
     CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
-    (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB,
+    (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB, CNX_NAME(cnx_block_items),
 };
 
+#undef CNX_BLOCK_CASE
+#undef CNX_BLOCK_CASES_1
+#undef CNX_BLOCK_CASES_2
 #undef CNX_V
 #undef CNX_L
