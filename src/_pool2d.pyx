@@ -13,9 +13,10 @@ row (long loops again), keeping every ``sw``-th column. Min pooling is max pooli
 cell offset ``(i * W + w) * C + c`` as a key: ties go to the smaller key, which is the first cell
 in row-major order, and the first NaN wins.
 
-When the windows tile the input (stride equal to the size, no padding) and there are enough
-channels, the backward pass instead walks each tile's cells in row-major order with the channels
-in the vector lanes, and assigns every gradient cell once (no clearing, no scatter).
+When the windows tile the input (stride equal to the size, no padding), the backward pass
+instead assigns every gradient cell once (no clearing, no scatter): avg writes each share into the
+tile's cells, and max/min, given enough channels, walk each tile's cells in row-major order with
+the channels in the vector lanes.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -33,8 +34,8 @@ cdef enum:
     MAX = 0
     MIN = 1
     AVG = 2
-    # fewest channels for which the per-tile backward beats the row-vectorised one (per-tile
-    # channel loops are too short below; measured for 2x2 tiles)
+    # fewest channels for which the per-tile max/min backward beats the row-vectorised one
+    # (per-tile channel loops are too short below; measured for 2x2 tiles)
     TILES_MIN_CHANNELS = 12
 
 
@@ -314,7 +315,8 @@ cdef inline void _tile_row_backward(const floating* x, const floating* grad, flo
                                     Geometry g, int mode, floating* best,
                                     floating* idx) noexcept nogil:
     """Gradient of one output row of tiles (stride == size, no padding): assign ``dx`` on the
-    row's ``kh`` input rows (``Wo * kw`` columns); ``best``/``idx`` hold ``C`` values each."""
+    row's ``kh`` input rows (``Wo * kw`` columns); ``best``/``idx`` hold ``C`` values each.
+    avg widens the row's shares into the first input row, then copies it down."""
     cdef Py_ssize_t ow, c, k
     cdef Py_ssize_t C = g.C, row = g.W * g.C, tile = g.kw * g.C, cells = g.kh * g.kw
     cdef floating sign = -1 if mode == MIN else 1
@@ -324,14 +326,17 @@ cdef inline void _tile_row_backward(const floating* x, const floating* grad, flo
     cdef const floating* src
     cdef const floating* gr
     cdef floating* dst
+    if mode == AVG:
+        for ow in range(g.Wo):
+            for k in range(g.kw):
+                dst = dx + ow * tile + k * C
+                for c in range(C):
+                    dst[c] = grad[ow * C + c] / count
+        for k in range(1, g.kh):
+            memcpy(dx + k * row, dx, g.Wo * tile * sizeof(floating))
+        return
     for ow in range(g.Wo):
         gr = grad + ow * C
-        if mode == AVG:
-            for k in range(cells):
-                dst = dx + (k // g.kw) * row + ow * tile + (k % g.kw) * C
-                for c in range(C):
-                    dst[c] = gr[c] / count
-            continue
         src = x + ow * tile
         for c in range(C):
             best[c] = sign * src[c]
@@ -439,7 +444,8 @@ def pool2d_backward(dy, x, size, stride, padding, mode, out=None):
     cdef int nt = get_num_threads()
     cdef bint disjoint = g.sh >= g.kh and g.sw >= g.kw
     cdef bint tiles = (g.sh == g.kh and g.sw == g.kw and g.top == 0 and g.left == 0
-                       and g.Ho * g.kh <= g.H and g.Wo * g.kw <= g.W and g.C >= TILES_MIN_CHANNELS)
+                       and g.Ho * g.kh <= g.H and g.Wo * g.kw <= g.W
+                       and (code == AVG or g.C >= TILES_MIN_CHANNELS))
     if x.dtype == np.float32 and (g.kh + 1) * g.W * g.C > 1 << 24:
         # cell keys (< (kh + 1) * W * C) would not all be exact in float32
         dx = pool2d_backward(dy.astype(np.float64), x.astype(np.float64), size, stride, padding,
