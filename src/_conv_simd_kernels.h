@@ -225,9 +225,11 @@ static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, CNX_T* co
                     for (int r = 0; r < CNX_RB; r++)
                         acc[r] += d[r][ow * F + f] * wv;
                 }
-                for (ptrdiff_t r = 0; r < nr; r++) {
-                    CNX_T* dst = dx_rows[r] + kh * kh_step + ow * pix + s0;
-                    CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
+                for (int r = 0; r < CNX_RB; r++) { /* constant bounds keep acc in registers */
+                    if (r < nr) {
+                        CNX_T* dst = dx_rows[r] + kh * kh_step + ow * pix + s0;
+                        CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
+                    }
                 }
             }
         }
