@@ -251,9 +251,9 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
 
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
-    """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and a scatter; always
-    the former when ``dy`` holds a NaN or infinity, which the scatter's zero padding lanes would
-    spread to neighbouring cells (0 * inf is NaN)."""
+    """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and a
+    scatter; always the former when ``dy`` holds a NaN or infinity, which the scatter's zero
+    padding lanes would spread to neighbouring cells (0 * inf is NaN)."""
     _, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
