@@ -35,22 +35,16 @@ static inline void CNX_NAME(cnx_store)(CNX_T* p, CNX_V v, ptrdiff_t n)
 
 /* Register blocks of np items (output pixels, or kernel taps) times nf vectors of output channels
  * (nf is 1 or 2; two vectors share each broadcast input, which saves loads when there are enough
- * channels). np * nf <= CNX_RB accumulators; a row of n items is covered by ceil(n / np) blocks,
- * np being the size from CNX_RB / nf down to two thirds of it that leaves the fewest idle
- * items in the last block (the largest such size on ties). */
+ * channels). np * nf <= CNX_RB accumulators. A row of n items takes as few blocks as the largest
+ * size allows (each block reloads the weights), and they are balanced: np is the smallest size
+ * with that many blocks, but at least two thirds of CNX_RB / nf (smaller blocks load too much
+ * per multiply-add). */
 static inline int CNX_NAME(cnx_block_items)(int nf, ptrdiff_t n)
 {
-    const int most = CNX_RB / nf;
-    int best = most;
-    ptrdiff_t best_idle = (most - n % most) % most;
-    for (int np = most - 1; 3 * np >= 2 * most; np--) {
-        const ptrdiff_t idle = (np - n % np) % np;
-        if (idle < best_idle) {
-            best = np;
-            best_idle = idle;
-        }
-    }
-    return best;
+    const int most = CNX_RB / nf, least = (2 * most + 2) / 3;
+    const ptrdiff_t blocks = (n + most - 1) / most;
+    const ptrdiff_t balanced = blocks > 0 ? (n + blocks - 1) / blocks : most;
+    return balanced < least ? least : (int)balanced;
 }
 
 /* `case NP:` of a switch over cnx_block_items(NF, n): STEP, a statement using the constants
