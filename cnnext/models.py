@@ -13,13 +13,14 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from . import activations
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from ._config import get_num_threads, single_threaded_blas
 from .backend import BACKENDS, resolve
 from .callbacks import Callback, History
-from .layers import ActivatedLayer, Layer, get_layer_class
+from .layers import ActivatedLayer, Layer, Pool2D, get_layer_class
 from .training import DeferInterrupt, run_epochs, split_validation
 
 DTYPES = ("float32", "float64")
@@ -56,6 +57,7 @@ class Sequential:
         self.metrics: list[metrics_mod.Metric] = []
         self.stop_training = False
         self.history: Optional[History] = None
+        self._pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # see _pool_then_relu
         for layer in layers or ():
             self.add(layer)
 
@@ -294,10 +296,48 @@ class Sequential:
             return single_threaded_blas()
         return nullcontext()
 
+    def _relu_pool_pairs(self) -> frozenset[int]:
+        """Indices ``i`` where layer ``i`` applies ReLU and layer ``i + 1`` max- or min-pools.
+
+        ReLU is monotone, so it commutes with those poolings: the model pools the pre-activation
+        and applies the ReLU to the pooled output, a quarter of the values for 2x2 windows. The
+        outputs are identical, and so are the gradients whenever they are finite; it saves two
+        passes over the largest arrays of the network.
+        """
+        layers = self.layers
+        return frozenset(
+            i for i in range(len(layers) - 1)
+            if isinstance(layers[i], ActivatedLayer)
+            and type(layers[i].activation) is activations.ReLU
+            and isinstance(layers[i + 1], Pool2D) and layers[i + 1].mode in ("max", "min")
+        )
+
+    def _pool_then_relu(self, i: int, z: np.ndarray, training: bool) -> np.ndarray:
+        """Forward of pooling layer ``i`` followed by the ReLU of layer ``i - 1``."""
+        pool, relu = self.layers[i], self.layers[i - 1].activation
+        pooled = pool.forward(z, training)
+        y = relu.forward(pooled, pool.backend, pool.buffer("relu_y", pooled.shape, pooled.dtype))
+        self._pooled[i] = (pooled, y)
+        return y
+
+    def _relu_then_pool_backward(self, i: int, dy: np.ndarray) -> np.ndarray:
+        """Backward of :meth:`_pool_then_relu`."""
+        pool, relu = self.layers[i], self.layers[i - 1].activation
+        pooled, y = self._pooled[i]
+        dpooled = relu.backward(dy, pooled, y, pool.backend,
+                                pool.buffer("relu_dy", dy.shape, dy.dtype))
+        return pool.backward(dpooled)
+
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        pairs = self._relu_pool_pairs()
         with self._blas_policy():
-            for layer in self.layers:
-                x = layer.forward(x, training)
+            for i, layer in enumerate(self.layers):
+                if i in pairs:
+                    x = layer.forward_preactivation(x)
+                elif i - 1 in pairs:
+                    x = self._pool_then_relu(i, x, training)
+                else:
+                    x = layer.forward(x, training)
         return x
 
     def _batch_loss(self, t: np.ndarray, out: np.ndarray, mode: str,
@@ -315,12 +355,18 @@ class Sequential:
         i = len(layers) - 1
         for j, layer in enumerate(layers):
             layer.input_grad_needed = j > first
+        pairs = self._relu_pool_pairs()
         with self._blas_policy():
             if mode == "fused":
                 grad = layers[i].backward_preactivation(grad)
                 i -= 1
             for j in range(i, first - 1, -1):
-                grad = layers[j].backward(grad)
+                if j in pairs:
+                    grad = layers[j].backward_preactivation(grad)
+                elif j - 1 in pairs:
+                    grad = self._relu_then_pool_backward(j, grad)
+                else:
+                    grad = layers[j].backward(grad)
 
     @contextmanager
     def _workspaces(self) -> Iterator[None]:

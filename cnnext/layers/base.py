@@ -127,7 +127,7 @@ class Layer:
         self.input_shape = shape
         self.built = True
 
-    def _buffer(self, name: str, shape: tuple, dtype) -> Optional[np.ndarray]:
+    def buffer(self, name: str, shape: tuple, dtype) -> Optional[np.ndarray]:
         """The workspace array ``name`` while ``use_workspace`` is on, else None (the op then
         allocates its result)."""
         return self.workspace.array(name, shape, dtype) if self.use_workspace else None
@@ -223,15 +223,23 @@ class ActivatedLayer(Layer):
         if self._is_linear:
             y = z
         else:
-            y = self.activation.forward(z, self.backend, self._buffer("y", z.shape, z.dtype))
+            y = self.activation.forward(z, self.backend, self.buffer("y", z.shape, z.dtype))
         self._output = y
         return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if not self._is_linear:
-            dz = self._buffer("dz", dy.shape, dy.dtype)
+            dz = self.buffer("dz", dy.shape, dy.dtype)
             dy = self.activation.backward(dy, self.preactivation, self._output, self.backend, dz)
         return self.affine_backward(dy)
+
+    def forward_preactivation(self, x: np.ndarray) -> np.ndarray:
+        """Forward pass without the activation: returns ``z`` (kept as ``preactivation``); the
+        caller applies the activation (a model does, after a pooling that commutes with it)."""
+        z = self.affine_forward(x)
+        self.preactivation = z
+        self._output = None
+        return z
 
     def backward_preactivation(self, dz: np.ndarray) -> np.ndarray:
         """Backward pass given ``dL/dz`` for the pre-activation (skips the activation step)."""

@@ -78,7 +78,7 @@ class Conv2D(ActivatedLayer):
 
     def affine_forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
-        z = self._buffer("z", (x.shape[0], *self.output_shape), x.dtype)
+        z = self.buffer("z", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).conv2d_forward(
             x, self.params["kernel"], self.params.get("bias"), self._kernel_strides, self.pads,
             self.dilation_rate, z,
@@ -86,7 +86,7 @@ class Conv2D(ActivatedLayer):
 
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         x = self._x
-        dx = self._buffer("dx", x.shape, x.dtype) if self.input_grad_needed else None
+        dx = self.buffer("dx", x.shape, x.dtype) if self.input_grad_needed else None
         dx, dw, db = resolve(self.backend).conv2d_backward(
             np.ascontiguousarray(dz), x, self.params["kernel"], self._kernel_strides,
             self.pads, self.dilation_rate, self.input_grad_needed, dx,

@@ -43,7 +43,7 @@ class Dense(ActivatedLayer):
         x2 = x.reshape(-1, x.shape[-1])
         self._x2 = x2
         z = np.matmul(x2, self.params["kernel"],
-                      out=self._buffer("z", (x2.shape[0], self.units), x2.dtype))
+                      out=self.buffer("z", (x2.shape[0], self.units), x2.dtype))
         if self.use_bias:
             z += self.params["bias"]
         return z.reshape(*x.shape[:-1], self.units)
@@ -56,7 +56,7 @@ class Dense(ActivatedLayer):
         if not self.input_grad_needed:
             return None
         kernel = self.params["kernel"]
-        dx = np.matmul(dz2, kernel.T, out=self._buffer("dx", (dz2.shape[0], kernel.shape[0]),
+        dx = np.matmul(dz2, kernel.T, out=self.buffer("dx", (dz2.shape[0], kernel.shape[0]),
                                                        dz2.dtype))
         return dx.reshape(*dz.shape[:-1], dx.shape[-1])
 
@@ -110,16 +110,16 @@ class Dropout(Layer):
         if not training or self.rate == 0.0:
             self._mask = None
             return x
-        mask = self.rng.random(x.shape, dtype=x.dtype, out=self._buffer("mask", x.shape, x.dtype))
+        mask = self.rng.random(x.shape, dtype=x.dtype, out=self.buffer("mask", x.shape, x.dtype))
         np.greater_equal(mask, self.rate, out=mask)  # 1 where kept, 0 where dropped
         mask *= x.dtype.type(1.0 / (1.0 - self.rate))
         self._mask = mask
-        return np.multiply(x, mask, out=self._buffer("y", x.shape, x.dtype))
+        return np.multiply(x, mask, out=self.buffer("y", x.shape, x.dtype))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._mask is None:
             return dy
-        return np.multiply(dy, self._mask, out=self._buffer("dx", dy.shape, dy.dtype))
+        return np.multiply(dy, self._mask, out=self.buffer("dx", dy.shape, dy.dtype))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}

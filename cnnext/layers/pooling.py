@@ -57,7 +57,7 @@ class Pool2D(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
-        y = self._buffer("y", (x.shape[0], *self.output_shape), x.dtype)
+        y = self.buffer("y", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).pool2d_forward(
             x, self.pool_size, self.strides, self.pads, self.mode, y
         )
@@ -66,7 +66,7 @@ class Pool2D(Layer):
         x = self._x
         return resolve(self.backend).pool2d_backward(
             np.ascontiguousarray(dy), x, self.pool_size, self.strides, self.pads, self.mode,
-            self._buffer("dx", x.shape, x.dtype),
+            self.buffer("dx", x.shape, x.dtype),
         )
 
     def get_config(self) -> dict[str, Any]:

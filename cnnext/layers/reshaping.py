@@ -37,11 +37,11 @@ class UpSample2D(Layer):
         return (*upsample_output_hw(input_shape[:2], self.size), input_shape[2])
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        y = self._buffer("y", (x.shape[0], *self.output_shape), x.dtype)
+        y = self.buffer("y", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).upsample2d_forward(x, self.size, y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        dx = self._buffer("dx", (dy.shape[0], *self.input_shape), dy.dtype)
+        dx = self.buffer("dx", (dy.shape[0], *self.input_shape), dy.dtype)
         return resolve(self.backend).upsample2d_backward(np.ascontiguousarray(dy), self.size, dx)
 
     def get_config(self) -> dict[str, Any]:
