@@ -370,14 +370,16 @@ class Sequential:
 
     @contextmanager
     def _workspaces(self) -> Iterator[None]:
-        """Within: every layer writes its large results into its reused workspace arrays."""
+        """Within (in this thread): every layer writes its large results into its reused
+        workspace arrays."""
+        previous = [layer.use_workspace for layer in self.layers]
         for layer in self.layers:
             layer.use_workspace = True
         try:
             yield
         finally:
-            for layer in self.layers:
-                layer.use_workspace = False
+            for layer, used in zip(self.layers, previous):
+                layer.use_workspace = used
 
     def _train_step(self, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
         """One optimizer step; ``out`` (the model output) stays valid until the next step."""
@@ -422,12 +424,13 @@ class Sequential:
     def _evaluate_arrays(self, x: np.ndarray, t: np.ndarray, batch_size: int) -> dict[str, float]:
         mode = self._loss_mode()
         totals: dict[str, float] = {}
-        for start in range(0, len(x), batch_size):
-            xb, tb = x[start:start + batch_size], t[start:start + batch_size]
-            out = self._forward(xb, False)
-            logs = self._logs(tb, out, self._batch_loss(tb, out, mode, need_grad=False)[0])
-            for key, value in logs.items():
-                totals[key] = totals.get(key, 0.0) + value * len(xb)
+        with self._workspaces():
+            for start in range(0, len(x), batch_size):
+                xb, tb = x[start:start + batch_size], t[start:start + batch_size]
+                out = self._forward(xb, False)
+                logs = self._logs(tb, out, self._batch_loss(tb, out, mode, need_grad=False)[0])
+                for key, value in logs.items():
+                    totals[key] = totals.get(key, 0.0) + value * len(xb)
         return {key: value / len(x) for key, value in totals.items()}
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 32, return_dict: bool = False) -> Any:
@@ -443,8 +446,9 @@ class Sequential:
         x = self._prepare_x(x)
         batch_size = self._check_batch_size(batch_size)
         out = np.empty((len(x), *self.output_shape), dtype=self.dtype)
-        for start in range(0, len(x), batch_size):
-            out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
+        with self._workspaces():
+            for start in range(0, len(x), batch_size):
+                out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
         return out
 
     def __call__(self, x: Any) -> np.ndarray:

@@ -1,8 +1,9 @@
-"""Workspace reuse: a training step writes its large arrays into per-layer buffers kept from one
-batch to the next, with results identical to fresh arrays; inference never uses them."""
+"""Workspace reuse: model passes write their large arrays into per-layer, per-thread buffers kept
+from one batch to the next, with results identical to fresh arrays; direct layer calls allocate."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import tracemalloc
 
 import numpy as np
@@ -106,14 +107,30 @@ def test_lenet5_training_steps_after_the_first_allocate_no_large_buffers(backend
     assert np.shares_memory(model.layers[0].preactivation, first_output)
 
 
-def test_inference_and_direct_layer_calls_use_fresh_arrays(backend_name):
+def test_inference_reuses_each_threads_workspace_and_direct_calls_allocate(backend_name):
     x = RNG.random((8, 28, 28, 1), dtype=np.float32)
     model = _lenet5()
     model.train_on_batch(x, np.arange(8))
     conv = model.layers[0]
     trained = conv.preactivation
     assert not conv.use_workspace
-    model.predict(x)
-    assert not np.shares_memory(conv.preactivation, trained)
-    first, second = conv(x), conv(x)
-    assert not np.shares_memory(first, second)
+    first = model.predict(x)
+    assert np.shares_memory(conv.preactivation, trained)  # this thread's workspace again
+    np.testing.assert_array_equal(model.predict(x), first)
+
+    seen = {}
+
+    def other_thread():
+        seen["prediction"] = model.predict(x)
+        seen["z"] = conv.preactivation
+        seen["workspace"] = conv.workspace
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    worker.join()
+    np.testing.assert_array_equal(seen["prediction"], first)
+    assert seen["workspace"] is not conv.workspace
+    assert not np.shares_memory(seen["z"], trained)
+
+    direct, again = conv(x), conv(x)
+    assert not np.shares_memory(direct, again)

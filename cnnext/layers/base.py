@@ -12,6 +12,7 @@ Weights live in three dicts with a fixed key order:
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -59,10 +60,10 @@ class Layer:
     ``input_grad_needed`` is cleared by the model on its first layer with weights: nothing
     upstream uses that layer's input gradient, so :meth:`backward` may skip it and return None.
 
-    ``use_workspace`` (set by the model around each training step) makes :meth:`forward` and
-    :meth:`backward` write their large results into the layer's ``workspace`` arrays, reused from
-    one batch to the next, instead of new arrays: such a result stays valid until the layer's next
-    pass. Inference passes keep it off, so they allocate, and many threads may run them at once.
+    ``use_workspace`` (switched on by the model around its passes) makes :meth:`forward` and
+    :meth:`backward` write their large results into ``workspace`` arrays, reused from one batch to
+    the next, instead of new arrays: such a result stays valid until the layer's next pass. Both
+    are per thread, so many threads may run one model at once. Direct calls leave it off.
     """
 
     def __init__(
@@ -89,8 +90,7 @@ class Layer:
         self.backend: Optional[str] = None
         self.seed_sequence: Optional[np.random.SeedSequence] = None
         self.input_grad_needed = True
-        self.workspace = Workspace()
-        self.use_workspace = False
+        self._thread = threading.local()  # this thread's workspace and use_workspace
 
     @staticmethod
     def _as_shape(shape: Sequence[int]) -> Shape:
@@ -126,6 +126,23 @@ class Layer:
         self.grads = {key: np.zeros_like(p) for key, p in self.params.items()}
         self.input_shape = shape
         self.built = True
+
+    @property
+    def workspace(self) -> Workspace:
+        """This thread's workspace of the layer."""
+        workspace = getattr(self._thread, "workspace", None)
+        if workspace is None:
+            workspace = self._thread.workspace = Workspace()
+        return workspace
+
+    @property
+    def use_workspace(self) -> bool:
+        """Whether this thread's passes write into :attr:`workspace`."""
+        return getattr(self._thread, "use_workspace", False)
+
+    @use_workspace.setter
+    def use_workspace(self, value: bool) -> None:
+        self._thread.use_workspace = bool(value)
 
     def buffer(self, name: str, shape: tuple, dtype) -> Optional[np.ndarray]:
         """The workspace array ``name`` while ``use_workspace`` is on, else None (the op then
