@@ -13,10 +13,10 @@ row (long loops again), keeping every ``sw``-th column. Min pooling is max pooli
 cell offset ``(i * W + w) * C + c`` as a key: ties go to the smaller key, which is the first cell
 in row-major order, and the first NaN wins.
 
-When the windows tile the input (stride equal to the size, no padding), the backward pass
-instead assigns every gradient cell once (no clearing, no scatter): avg writes each share into the
-tile's cells, and max/min, given enough channels, walk each tile's cells in row-major order with
-the channels in the vector lanes.
+When the windows tile the input (stride equal to the size, no padding), average pooling sums
+each tile's columns directly, and the backward pass assigns every gradient cell once (no clearing,
+no scatter): avg writes each share into the tile's cells, and max/min, given enough channels, walk
+each tile's cells in row-major order with the channels in the vector lanes.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -216,6 +216,28 @@ cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
         cells[t] = t
 
 
+cdef inline void _tile_row_average(const floating* x, Geometry g, floating* v,
+                                   floating* out) noexcept nogil:
+    """Average pooling of one output row of tiles (stride == size, no padding): the ``kh``
+    input rows summed into ``v``, then each tile's ``kw`` columns, in the order of the general
+    path (so the results are the same)."""
+    cdef Py_ssize_t t, i, ow, c, j
+    cdef Py_ssize_t C = g.C, size = g.Wo * g.kw * g.C, row = g.W * g.C
+    cdef floating count = g.kh * g.kw
+    cdef floating total
+    for t in range(size):
+        v[t] = x[t]
+    for i in range(1, g.kh):
+        for t in range(size):
+            v[t] += x[i * row + t]
+    for ow in range(g.Wo):
+        for c in range(C):
+            total = v[ow * g.kw * C + c]
+            for j in range(1, g.kw):
+                total = total + v[(ow * g.kw + j) * C + c]
+            out[ow * C + c] = total / count
+
+
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
                    int mode, floating[::1] tables, floating[:, ::1] scratch,
                    int nt) noexcept:
@@ -227,6 +249,7 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
     cdef floating* m
     cdef floating* out
     cdef const floating* ncols = &tables[0]
+    cdef bint tiles = _tiles(g)
     with nogil:
         _fill_tables(g, &tables[0])
         for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
@@ -235,9 +258,12 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
             v = &scratch[omp_get_thread_num(), 0]
             m = v + g.Wp * g.C
             rows = _clip(oh, g.sh, g.kh, g.top, g.H)
+            out = &y[n, oh, 0, 0]
+            if tiles and mode == AVG:
+                _tile_row_average(&x[n, rows.lo, 0, 0], g, v, out)
+                continue
             _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, NULL, v, NULL)
             _slide(v, NULL, g, mode, m, NULL)
-            out = &y[n, oh, 0, 0]
             for ow in range(g.Wo):
                 memcpy(out + ow * g.C, m + ow * g.sw * g.C, g.C * sizeof(floating))
             if mode == MIN:
@@ -413,6 +439,12 @@ cdef Geometry _geometry(shape, size, stride, padding):
     return g
 
 
+cdef bint _tiles(Geometry g) noexcept:
+    """The windows tile the input: stride equal to the size, none reaching into padding."""
+    return (g.sh == g.kh and g.sw == g.kw and g.Ho * g.kh <= g.H - g.top
+            and g.Wo * g.kw <= g.W - g.left and g.top == 0 and g.left == 0)
+
+
 def pool2d_forward(x, size, stride, padding, mode, out=None):
     """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)`` (``out`` when given).
 
@@ -443,9 +475,7 @@ def pool2d_backward(dy, x, size, stride, padding, mode, out=None):
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
     cdef bint disjoint = g.sh >= g.kh and g.sw >= g.kw
-    cdef bint tiles = (g.sh == g.kh and g.sw == g.kw and g.top == 0 and g.left == 0
-                       and g.Ho * g.kh <= g.H and g.Wo * g.kw <= g.W
-                       and (code == AVG or g.C >= TILES_MIN_CHANNELS))
+    cdef bint tiles = _tiles(g) and (code == AVG or g.C >= TILES_MIN_CHANNELS)
     if x.dtype == np.float32 and (g.kh + 1) * g.W * g.C > 1 << 24:
         # cell keys (< (kh + 1) * W * C) would not all be exact in float32
         dx = pool2d_backward(dy.astype(np.float64), x.astype(np.float64), size, stride, padding,
