@@ -331,11 +331,13 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):
     (rows, pitch), (dh, dw) = plane_hw, dilation
     qoff = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel().astype(np.intp)
     nq = max(Ho * pitch, cnx_f.qb * _lanes(src.dtype))  # outputs computed per plane
-    planes = _scratch("planes", (N, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
+    # each thread's input planes (one sample) and output planes (one group of channels)
+    planes = _scratch("planes", (nt, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
                       zero=True)
-    _to_planes(src, planes, rows, pitch, origin[0], origin[1], spread[0], spread[1], nt)
-    out = _scratch("planes_out", (nt, PLANAR_GROUP, nq), src.dtype)  # one task's output planes
-    _planar_conv(planes, qoff, w.reshape(KH * KW, Cin, Cout), bias, y, pitch, KH, dh, dw, out, nt)
+    out = _scratch("planes_out", (nt, PLANAR_GROUP, nq), src.dtype)
+    _planar_conv(src, rows, pitch, origin[0], origin[1], spread[0], spread[1], qoff,
+                 w.reshape(KH * KW, Cin, Cout), bias, y, KH, dh, dw, planes,
+                 np.full(nt, -1, dtype=np.intp), out, nt)
     return y
 
 

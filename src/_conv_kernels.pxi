@@ -189,21 +189,26 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
                 _bias_grad_sample(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
 
 
-def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
-                 const floating[:, :, ::1] w, const floating[::1] bias, floating[:, :, :, ::1] y,
-                 Py_ssize_t pitch, Py_ssize_t KH, Py_ssize_t dh, Py_ssize_t dw,
+def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t pitch,
+                 Py_ssize_t r0, Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc,
+                 const Py_ssize_t[::1] qoff, const floating[:, :, ::1] w,
+                 const floating[::1] bias, floating[:, :, :, ::1] y, Py_ssize_t KH, Py_ssize_t dh,
+                 Py_ssize_t dw, floating[:, :, ::1] planes, Py_ssize_t[::1] loaded,
                  floating[:, :, ::1] out, int nt):
-    """Stride-1 convolution of channel planes ``planes (N, Cin, PL)`` with ``w (T, Cin, Cout)``
-    at the tap offsets ``qoff (T,)`` (``T = KH * KW`` taps ``(kh, kw)`` at ``kh * dh * pitch +
-    kw * dw``) plus ``bias (Cout,)``, into ``y (N, Ho, Wo, Cout)``. One task per (sample, group
-    of up to PLANAR_GROUP output channels): the group's output planes go to the task's buffer
-    ``out[task] (PLANAR_GROUP, PO)`` (see cnx_planar_conv for the sizes), then into ``y`` while
-    they are still in cache."""
-    cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
+    """Stride-1 convolution with pixels in vector lanes: ``src (N, A, B, Cin)`` placed in channel
+    planes of ``(rows, pitch)`` cells (as by :func:`_to_planes`), convolved with
+    ``w (T, Cin, Cout)`` at the tap offsets ``qoff (T,)`` (``T = KH * KW`` taps ``(kh, kw)`` at
+    ``kh * dh * pitch + kw * dw``), plus ``bias (Cout,)``, into ``y (N, Ho, Wo, Cout)``.
+    One task per (sample, group of up to PLANAR_GROUP output channels). Each thread places its
+    sample in its planes ``planes[thread] (Cin, PL)`` (zeroed by the caller; ``loaded[thread]``
+    is the sample they hold, -1 at first), and the group's output planes go to its buffer
+    ``out[thread] (PLANAR_GROUP, PO)`` (see cnx_planar_conv for the sizes), then into ``y``:
+    everything a task touches stays in cache."""
+    cdef Py_ssize_t N = src.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
     cdef Py_ssize_t ntaps = w.shape[0], Cout = w.shape[2], PO = out.shape[2]
     cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2]
     cdef Py_ssize_t groups = (Cout + PLANAR_GROUP - 1) // PLANAR_GROUP
-    cdef Py_ssize_t item, n, co, nco, i, j, c
+    cdef Py_ssize_t item, n, co, nco, i, j, c, tid
     cdef floating* buf
     cdef floating* d
     if N == 0:
@@ -212,8 +217,13 @@ def _planar_conv(const floating[:, :, ::1] planes, const Py_ssize_t[::1] qoff,
         n = item // groups
         co = item % groups * PLANAR_GROUP
         nco = _imin(PLANAR_GROUP, Cout - co)
-        buf = &out[omp_get_thread_num(), 0, 0]
-        _planar_planes(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co, nco,
+        tid = omp_get_thread_num()
+        if loaded[tid] != n:  # every sample writes the same cells: the rest stays zero
+            _sample_to_planes(&src[n, 0, 0, 0], src.shape[1], src.shape[2], Cin,
+                              &planes[tid, 0, 0], PL, rows, pitch, r0, c0, sr, sc)
+            loaded[tid] = n
+        buf = &out[tid, 0, 0]
+        _planar_planes(&planes[tid, 0, 0], PL, Cin, &qoff[0], ntaps, &w[0, 0, 0], Cout, co, nco,
                        buf, PO, Ho * pitch, pitch, KH, dh, dw)
         for i in range(Ho):
             d = &y[n, i, 0, co]
@@ -269,28 +279,32 @@ cdef inline void _row_to_planes(const floating* s, Py_ssize_t C, floating* d, Py
                 plane_row[j * sc] = s[j * C + c]
 
 
+cdef inline void _sample_to_planes(const floating* s, Py_ssize_t A, Py_ssize_t B, Py_ssize_t C,
+                                   floating* d, Py_ssize_t PL, Py_ssize_t rows, Py_ssize_t pitch,
+                                   Py_ssize_t r0, Py_ssize_t c0, Py_ssize_t sr,
+                                   Py_ssize_t sc) noexcept nogil:
+    """``d[c * PL + (r0 + i*sr) * pitch + c0 + j*sc] = s[(i * B + j) * C + c]`` for one
+    ``(A, B, C)`` sample, wherever that cell lies inside the ``(rows, pitch)`` plane; other
+    cells are left alone."""
+    cdef Py_ssize_t i, r
+    # the columns j that land inside the plane: 0 <= c0 + j*sc < pitch
+    cdef Py_ssize_t j0 = 0 if c0 >= 0 else (-c0 + sc - 1) // sc
+    cdef Py_ssize_t j1 = _imin(B, (pitch - c0 + sc - 1) // sc) if pitch > c0 else 0
+    for i in range(A):
+        r = r0 + i * sr
+        if 0 <= r < rows:
+            _row_to_planes(s + i * B * C, C, d, PL, r * pitch, pitch, c0, sc, j0, j1, False)
+
+
 def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_ssize_t rows,
                Py_ssize_t pitch, Py_ssize_t r0, Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc,
-               int nt, bint clear_rows=False):
+               int nt):
     """``planes[n, c, (r0 + i*sr) * pitch + c0 + j*sc] = src[n, i, j, c]`` wherever that cell
-    lies inside the ``(rows, pitch)`` plane; other cells are left alone, except that with
-    ``clear_rows`` the other cells of every plane row written to are set to 0."""
-    cdef Py_ssize_t N = src.shape[0], A = src.shape[1], B = src.shape[2], C = src.shape[3]
-    cdef Py_ssize_t PL = planes.shape[2]
-    cdef Py_ssize_t item, n, i, r, j0, j1
-    if N == 0:
-        return
-    # the columns j that land inside the plane: 0 <= c0 + j*sc < pitch
-    j0 = 0 if c0 >= 0 else (-c0 + sc - 1) // sc
-    j1 = _imin(B, (pitch - c0 + sc - 1) // sc) if pitch > c0 else 0
-    for item in prange(N * A, nogil=True, num_threads=nt, schedule="static"):
-        n = item // A
-        i = item % A
-        r = r0 + i * sr
-        if r < 0 or r >= rows:
-            continue
-        _row_to_planes(&src[n, i, 0, 0], C, &planes[n, 0, 0], PL, r * pitch, pitch, c0, sc, j0, j1,
-                       clear_rows)
+    lies inside the ``(rows, pitch)`` plane; other cells are left alone."""
+    cdef Py_ssize_t n
+    for n in prange(src.shape[0], nogil=True, num_threads=nt, schedule="static"):
+        _sample_to_planes(&src[n, 0, 0, 0], src.shape[1], src.shape[2], src.shape[3],
+                          &planes[n, 0, 0], planes.shape[2], rows, pitch, r0, c0, sr, sc)
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
