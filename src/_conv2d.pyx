@@ -237,15 +237,14 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     qoff = np.zeros(_round_up(KH * KW, cnx_f.rb), dtype=np.intp)
     qoff[: KH * KW] = taps
     nq = _round_up(Ho * pitch, _lanes(x.dtype))
-    planes = _scratch("planes", (N, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
+    # each thread's planes of one sample: its input, and its output gradient (zero past Ho rows)
+    planes = _scratch("planes", (nt, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
                       zero=True)
-    _to_planes(x, planes, rows, pitch, top, left, 1, 1, nt)
-    # one sample's output-gradient planes per thread, zero past Ho * pitch
     dy_planes = _scratch("dy_planes", (nt, F, nq), x.dtype, zero=True)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
     dwc = _scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
     dbc = _scratch("dbc", (chunks, F), x.dtype, zero=True)
-    _planar_weight_grad(planes, dy, qoff, pitch, dwc, dbc, dy_planes, nt)
+    _planar_weight_grad(x, rows, pitch, top, left, dy, qoff, dwc, dbc, planes, dy_planes, nt)
     dw_ = np.ascontiguousarray(dwc.sum(axis=0).transpose(1, 2, 0)).reshape(KH, KW, C, F)
     return dw_, dbc.sum(axis=0)
 

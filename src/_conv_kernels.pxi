@@ -196,7 +196,7 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
                  Py_ssize_t dw, floating[:, :, ::1] planes, Py_ssize_t[::1] loaded,
                  floating[:, :, ::1] out, int nt):
     """Stride-1 convolution with pixels in vector lanes: ``src (N, A, B, Cin)`` placed in channel
-    planes of ``(rows, pitch)`` cells (as by :func:`_to_planes`), convolved with
+    planes of ``(rows, pitch)`` cells (as by :func:`_sample_to_planes`), convolved with
     ``w (T, Cin, Cout)`` at the tap offsets ``qoff (T,)`` (``T = KH * KW`` taps ``(kh, kw)`` at
     ``kh * dh * pitch + kw * dw``), plus ``bias (Cout,)``, into ``y (N, Ho, Wo, Cout)``.
     One task per (sample, group of up to PLANAR_GROUP output channels). Each thread places its
@@ -232,45 +232,45 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
                     d[j * Cout + c] = buf[c * PO + i * pitch + j] + bias[co + c]
 
 
-def _planar_weight_grad(const floating[:, :, ::1] planes, const floating[:, :, :, ::1] dy,
-                        const Py_ssize_t[::1] qoff, Py_ssize_t pitch,
-                        floating[:, :, :, ::1] dwc, floating[:, ::1] dbc,
+def _planar_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t rows, Py_ssize_t pitch,
+                        Py_ssize_t top, Py_ssize_t left, const floating[:, :, :, ::1] dy,
+                        const Py_ssize_t[::1] qoff, floating[:, :, :, ::1] dwc,
+                        floating[:, ::1] dbc, floating[:, :, ::1] planes,
                         floating[:, :, ::1] dy_planes, int nt):
     """Per-chunk partial gradients over channel planes (stride 1): ``dwc[k] (F, ntaps, Cin)`` and
-    ``dbc[k] (F,)`` summed over chunk k of the batch, from ``planes (N, Cin, PL)`` and
-    ``dy (N, Ho, Wo, F)``; zero-initialised. One task per chunk (all output channels, so each
-    loaded input vector feeds several of them). Each sample's ``dy`` goes into the task's planes
-    ``dy_planes[task] (F, nq)`` (rows ``pitch`` apart; zero past ``Ho * pitch``) just before use,
-    so they are still in cache."""
-    cdef Py_ssize_t N = planes.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
+    ``dbc[k] (F,)`` summed over chunk k of the batch, from ``x (N, H, W, Cin)`` placed at
+    ``(top, left)`` in planes of ``(rows, pitch)`` cells and ``dy (N, Ho, Wo, F)`` in planes of
+    rows ``pitch`` apart; zero-initialised. One task per chunk (all output channels, so each
+    loaded input vector feeds several of them). Each sample goes into the thread's planes
+    ``planes[thread] (Cin, PL)`` and ``dy_planes[thread] (F, nq)`` (zeroed by the caller; every
+    sample writes the same cells) just before use, so they are still in cache."""
+    cdef Py_ssize_t N = x.shape[0], Cin = planes.shape[1], PL = planes.shape[2]
     cdef Py_ssize_t K = dwc.shape[0], F = dwc.shape[1], ntaps = dwc.shape[2]
     cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], nq = dy_planes.shape[2]
-    cdef Py_ssize_t k, n, i
-    cdef floating* buf
+    cdef Py_ssize_t k, n, tid
     if K == 0:
         return
     for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
-        buf = &dy_planes[omp_get_thread_num(), 0, 0]
+        tid = omp_get_thread_num()
         for n in range(k * N // K, (k + 1) * N // K):
-            for i in range(Ho):
-                _row_to_planes(&dy[n, i, 0, 0], F, buf, nq, i * pitch, pitch, 0, 1, 0, Wo, True)
-            _planar_weight_grad_sample(&planes[n, 0, 0], PL, Cin, &qoff[0], ntaps, buf, nq, F,
-                                       &dwc[k, 0, 0, 0], &dbc[k, 0])
+            _sample_to_planes(&x[n, 0, 0, 0], x.shape[1], x.shape[2], Cin, &planes[tid, 0, 0],
+                              PL, rows, pitch, top, left, 1, 1)
+            _sample_to_planes(&dy[n, 0, 0, 0], Ho, Wo, F, &dy_planes[tid, 0, 0], nq, Ho, pitch,
+                              0, 0, 1, 1)
+            _planar_weight_grad_sample(&planes[tid, 0, 0], PL, Cin, &qoff[0], ntaps,
+                                       &dy_planes[tid, 0, 0], nq, F, &dwc[k, 0, 0, 0],
+                                       &dbc[k, 0])
 
 
 cdef inline void _row_to_planes(const floating* s, Py_ssize_t C, floating* d, Py_ssize_t PL,
-                                Py_ssize_t row, Py_ssize_t pitch, Py_ssize_t c0, Py_ssize_t sc,
-                                Py_ssize_t j0, Py_ssize_t j1, bint clear_row) noexcept nogil:
+                                Py_ssize_t row, Py_ssize_t c0, Py_ssize_t sc, Py_ssize_t j0,
+                                Py_ssize_t j1) noexcept nogil:
     """``d[c * PL + row + c0 + j*sc] = s[j * C + c]`` for ``j`` in ``[j0, j1)``: one row of a
-    ``(.., C)`` source into the plane row starting at ``row`` of ``C`` planes ``PL`` apart;
-    ``clear_row`` first zeroes the ``pitch`` cells of each plane row."""
+    ``(.., C)`` source into the plane row starting at ``row`` of ``C`` planes ``PL`` apart."""
     cdef Py_ssize_t c, j
     cdef floating* plane_row
     for c in range(C):  # along each plane row
-        plane_row = d + c * PL + row
-        if clear_row:
-            memset(plane_row, 0, pitch * sizeof(floating))
-        plane_row += c0
+        plane_row = d + c * PL + row + c0
         if sc == 1:
             for j in range(j0, j1):
                 plane_row[j] = s[j * C + c]
@@ -293,18 +293,7 @@ cdef inline void _sample_to_planes(const floating* s, Py_ssize_t A, Py_ssize_t B
     for i in range(A):
         r = r0 + i * sr
         if 0 <= r < rows:
-            _row_to_planes(s + i * B * C, C, d, PL, r * pitch, pitch, c0, sc, j0, j1, False)
-
-
-def _to_planes(const floating[:, :, :, ::1] src, floating[:, :, ::1] planes, Py_ssize_t rows,
-               Py_ssize_t pitch, Py_ssize_t r0, Py_ssize_t c0, Py_ssize_t sr, Py_ssize_t sc,
-               int nt):
-    """``planes[n, c, (r0 + i*sr) * pitch + c0 + j*sc] = src[n, i, j, c]`` wherever that cell
-    lies inside the ``(rows, pitch)`` plane; other cells are left alone."""
-    cdef Py_ssize_t n
-    for n in prange(src.shape[0], nogil=True, num_threads=nt, schedule="static"):
-        _sample_to_planes(&src[n, 0, 0, 0], src.shape[1], src.shape[2], src.shape[3],
-                          &planes[n, 0, 0], planes.shape[2], rows, pitch, r0, c0, sr, sc)
+            _row_to_planes(s + i * B * C, C, d, PL, r * pitch, c0, sc, j0, j1)
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
