@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from cnnext import Sequential, layers, optimizers
+from cnnext import Sequential, layers, optimizers, presets
 from cnnext.workspace import Workspace
 
 RNG = np.random.default_rng(5)
@@ -64,19 +64,7 @@ def test_training_with_workspaces_matches_fresh_arrays(backend_name, dtype, monk
 
 
 def _lenet5() -> Sequential:
-    model = Sequential(seed=0, layers=[
-        layers.Conv2D(6, 5, padding=2, activation="relu", input_shape=(28, 28, 1)),
-        layers.MaxPool2D(2),
-        layers.Conv2D(16, 5, activation="relu"),
-        layers.MaxPool2D(2),
-        layers.Flatten(),
-        layers.Dense(120, activation="relu"),
-        layers.Dense(84, activation="relu"),
-        layers.Dense(10, activation="softmax"),
-    ])
-    model.compile(optimizer=optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                  loss="sparse_categorical_crossentropy")
-    return model
+    return presets.build_model("lenet5", schedule="constant", seed=0)
 
 
 def test_lenet5_training_steps_after_the_first_allocate_no_large_buffers(backend_name):
