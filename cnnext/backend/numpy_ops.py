@@ -1,4 +1,4 @@
-"""The NumPy backend: readable reference implementations of the six kernels.
+"""The NumPy backend: readable reference implementations of the kernels.
 
 Written to be read and trusted, not to be fast: forward passes pad the input, take every window
 as a strided view (``sliding_window_view``) and reduce it; backward passes loop over the
@@ -6,8 +6,9 @@ as a strided view (``sliding_window_view``) and reduce it; backward passes loop 
 
 Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 arrays of one dtype,
 ``x (N, H, W, C)`` with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
-pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype. Each op computes a new
-array and copies it into ``out`` when that is given (only the compiled kernels write in place).
+pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype.
+Each op computes a new array and copies it into ``out`` when that is given (only the compiled
+kernels write in place).
 """
 from __future__ import annotations
 
