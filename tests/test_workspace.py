@@ -3,6 +3,7 @@ from one batch to the next, with results identical to fresh arrays; direct layer
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import tracemalloc
 
@@ -122,3 +123,13 @@ def test_inference_reuses_each_threads_workspace_and_direct_calls_allocate(backe
 
     direct, again = conv(x), conv(x)
     assert not np.shares_memory(direct, again)
+
+
+def test_a_copied_model_predicts_alike_with_its_own_workspaces(backend_name):
+    x = RNG.random((8, 28, 28, 1), dtype=np.float32)
+    model = _lenet5()
+    model.train_on_batch(x, np.arange(8))
+    twin = copy.deepcopy(model)
+    np.testing.assert_array_equal(twin.predict(x), model.predict(x))
+    assert twin.layers[5].workspace is not model.layers[5].workspace
+    assert not np.shares_memory(twin.layers[5].preactivation, model.layers[5].preactivation)

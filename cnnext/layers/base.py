@@ -127,6 +127,16 @@ class Layer:
         self.input_shape = shape
         self.built = True
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies (``copy.deepcopy``) and pickles leave the per-thread workspaces behind."""
+        state = self.__dict__.copy()
+        del state["_thread"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread = threading.local()
+
     @property
     def workspace(self) -> Workspace:
         """This thread's workspace of the layer."""
