@@ -22,9 +22,7 @@ Weight and bias gradients are summed per fixed batch chunk (the split depends on
 and the chunks are added in order, so the direct kernels give bit-identical results for any
 thread count (the GEMM path inherits BLAS's rounding, which may vary with its thread count).
 """
-import os
 import threading
-import warnings
 
 import numpy as np
 
@@ -32,29 +30,7 @@ from cnnext._config import get_num_threads
 from cnnext.workspace import output
 
 include "_conv_kernels.pxi"
-
-
-def simd_level() -> str:
-    """Instruction set of the direct kernels in use: ``"avx512"``, ``"avx2"`` or ``"baseline"``
-    (the build's own target flags, SSE2 on x86-64)."""
-    return cnx_isa_name.decode()
-
-
-def set_simd_level(name: str = "auto") -> None:
-    """Use the direct kernels compiled for ``name`` (``"auto"``: the widest this CPU runs).
-    For tests and benchmarks; do not switch while another thread runs a convolution."""
-    if not cnx_select(name.encode()):
-        raise ValueError(
-            f"SIMD level {name!r} is not available on this CPU or build; "
-            "expected 'auto', 'avx512', 'avx2' or 'baseline'"
-        )
-
-
-try:  # CNNEXT_SIMD overrides the automatic choice
-    set_simd_level(os.environ.get("CNNEXT_SIMD", "auto"))
-except ValueError as exc:
-    warnings.warn(f"{exc}; using 'auto'", RuntimeWarning, stacklevel=1)
-    set_simd_level("auto")
+include "_simd_level.pxi"
 
 # Direct-kernel weight-gradient partial sums: this many batch chunks at most.
 WEIGHT_GRAD_CHUNKS = 16

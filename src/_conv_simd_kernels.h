@@ -1,7 +1,7 @@
 /* Type-generic body of the direct-convolution micro-kernels; included by _conv_simd.h once per
- * element type and instruction set, with CNX_T (float or double), CNX_S (type suffix), CNX_ISA
- * (instruction-set suffix), CNX_VBYTES (vector bytes), CNX_RB and CNX_QB (block sizes) defined.
- * No include guard. Ends with the table cnx_table_<S>_<ISA> of these kernels.
+ * element type and instruction set (see _simd.h), after _simd_vec.h (CNX_V, CNX_L, loads and
+ * stores), with CNX_RB and CNX_QB (block sizes) defined. No include guard. Ends with the table
+ * cnx_table_<S>_<ISA> of these kernels.
  *
  * Layout: channels-last, C-contiguous. Channel-lane kernels update a block of CNX_RB
  * accumulators, each one vector of L output channels, by outer products (broadcast scalar x
@@ -9,29 +9,6 @@
  * element offset of tap t = kw * C + c from a window's first cell; its length is a multiple of
  * CNX_RB. Pixel-lane kernels work on channel planes, consecutive output pixels in the lanes.
  */
-
-typedef CNX_T CNX_NAME(cnx_vec) __attribute__((vector_size(CNX_VBYTES)));
-#define CNX_V CNX_NAME(cnx_vec)
-#define CNX_L ((ptrdiff_t)(CNX_VBYTES / sizeof(CNX_T)))
-
-static inline CNX_V CNX_NAME(cnx_load)(const CNX_T* p)
-{
-    CNX_V v;
-    memcpy(&v, p, sizeof v); /* unaligned load */
-    return v;
-}
-
-/* Store the first `n` lanes of `v` at `p`. */
-static inline void CNX_NAME(cnx_store)(CNX_T* p, CNX_V v, ptrdiff_t n)
-{
-    if (n >= CNX_L) {
-        memcpy(p, &v, sizeof v);
-    } else {
-        CNX_T lanes[CNX_VBYTES / sizeof(CNX_T)];
-        memcpy(lanes, &v, sizeof v);
-        memcpy(p, lanes, (size_t)n * sizeof(CNX_T));
-    }
-}
 
 /* Register blocks of np items (output pixels, or kernel taps) times nf vectors of output channels
  * (nf is 1 or 2; two vectors share each broadcast input, which saves loads when there are enough
@@ -471,5 +448,3 @@ static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
 #undef CNX_BLOCK_CASE
 #undef CNX_BLOCK_CASES_1
 #undef CNX_BLOCK_CASES_2
-#undef CNX_V
-#undef CNX_L

@@ -13,14 +13,15 @@ row (long loops again), keeping every ``sw``-th column. Min pooling is max pooli
 cell offset ``(i * W + w) * C + c`` as a key: ties go to the smaller key, which is the first cell
 in row-major order, and the first NaN wins.
 
-When the windows tile the input (stride equal to the size, no padding), average pooling sums
-each tile's columns directly, and the backward pass assigns every gradient cell once (no clearing,
-no scatter): avg writes each share into the tile's cells, and max/min, given enough channels, walk
-each tile's cells in row-major order with the channels in the vector lanes.
+When the windows tile the input (stride equal to the size, no padding), the vector kernels of
+src/_pool_simd_kernels.h handle each output row: a tile's channels in the vector lanes, every
+gradient cell assigned once (no clearing, no scatter). They are compiled for several instruction
+sets and picked at import time (:func:`simd_level`; ``CNNEXT_SIMD`` overrides it).
 """
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
+from libc.stddef cimport ptrdiff_t
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -29,14 +30,27 @@ from _openmp cimport omp_get_thread_num
 from cnnext._config import get_num_threads
 from cnnext.workspace import into, output
 
+cdef extern from "_pool_simd.h" nogil:
+    const char* cnx_isa_name
+    int cnx_select(const char* name)
+    # one output row of tiles: kh input rows of `row` values at x, Wo tiles of kw x C
+    void cnx_pool_tile_row_f(const float* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+                             ptrdiff_t C, ptrdiff_t Wo, int mode, float* y)
+    void cnx_pool_tile_row_d(const double* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+                             ptrdiff_t C, ptrdiff_t Wo, int mode, double* y)
+    void cnx_pool_tile_grad_row_f(const float* x, const float* dy, ptrdiff_t row, ptrdiff_t kh,
+                                  ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Wo, int mode, float* dx)
+    void cnx_pool_tile_grad_row_d(const double* x, const double* dy, ptrdiff_t row,
+                                  ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Wo, int mode,
+                                  double* dx)
+
+include "_simd_level.pxi"
+
 _MODES = {"max": 0, "min": 1, "avg": 2}
 cdef enum:
     MAX = 0
     MIN = 1
     AVG = 2
-    # fewest channels for which the per-tile max/min backward beats the row-vectorised one
-    # (per-tile channel loops are too short below; measured for 2x2 tiles)
-    TILES_MIN_CHANNELS = 12
 
 
 cdef struct Geometry:
@@ -216,26 +230,12 @@ cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
         cells[t] = t
 
 
-cdef inline void _tile_row_average(const floating* x, Geometry g, floating* v,
-                                   floating* out) noexcept nogil:
-    """Average pooling of one output row of tiles (stride == size, no padding): the ``kh``
-    input rows summed into ``v``, then each tile's ``kw`` columns, in the order of the general
-    path (so the results are the same)."""
-    cdef Py_ssize_t t, i, ow, c, j
-    cdef Py_ssize_t C = g.C, size = g.Wo * g.kw * g.C, row = g.W * g.C
-    cdef floating count = g.kh * g.kw
-    cdef floating total
-    for t in range(size):
-        v[t] = x[t]
-    for i in range(1, g.kh):
-        for t in range(size):
-            v[t] += x[i * row + t]
-    for ow in range(g.Wo):
-        for c in range(C):
-            total = v[ow * g.kw * C + c]
-            for j in range(1, g.kw):
-                total = total + v[(ow * g.kw + j) * C + c]
-            out[ow * C + c] = total / count
+cdef inline void _tile_row(const floating* x, Geometry g, int mode, floating* y) noexcept nogil:
+    """One output row of tiles (see :func:`_tiles`) from its ``kh`` input rows at ``x``."""
+    if floating is float:
+        cnx_pool_tile_row_f(x, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, y)
+    else:
+        cnx_pool_tile_row_d(x, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, y)
 
 
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
@@ -259,8 +259,8 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
             m = v + g.Wp * g.C
             rows = _clip(oh, g.sh, g.kh, g.top, g.H)
             out = &y[n, oh, 0, 0]
-            if tiles and mode == AVG:
-                _tile_row_average(&x[n, rows.lo, 0, 0], g, v, out)
+            if tiles:
+                _tile_row(&x[n, rows.lo, 0, 0], g, mode, out)
                 continue
             _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, NULL, v, NULL)
             _slide(v, NULL, g, mode, m, NULL)
@@ -338,69 +338,27 @@ cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :
 
 
 cdef inline void _tile_row_backward(const floating* x, const floating* grad, floating* dx,
-                                    Geometry g, int mode, floating* best,
-                                    floating* idx) noexcept nogil:
-    """Gradient of one output row of tiles (stride == size, no padding): assign ``dx`` on the
-    row's ``kh`` input rows (``Wo * kw`` columns); ``best``/``idx`` hold ``C`` values each.
-    avg widens the row's shares into the first input row, then copies it down."""
-    cdef Py_ssize_t ow, c, k
-    cdef Py_ssize_t C = g.C, row = g.W * g.C, tile = g.kw * g.C, cells = g.kh * g.kw
-    cdef floating sign = -1 if mode == MIN else 1
-    cdef floating count = cells
-    cdef floating val, cell, gv, held, at
-    cdef bint wins
-    cdef const floating* src
-    cdef const floating* gr
-    cdef floating* dst
-    if mode == AVG:
-        for ow in range(g.Wo):
-            for k in range(g.kw):
-                dst = dx + ow * tile + k * C
-                for c in range(C):
-                    dst[c] = grad[ow * C + c] / count
-        for k in range(1, g.kh):
-            memcpy(dx + k * row, dx, g.Wo * tile * sizeof(floating))
-        return
-    for ow in range(g.Wo):
-        gr = grad + ow * C
-        src = x + ow * tile
-        for c in range(C):
-            best[c] = sign * src[c]
-            idx[c] = 0
-        for k in range(1, cells):
-            cell = k
-            src = x + (k // g.kw) * row + ow * tile + (k % g.kw) * C
-            for c in range(C):
-                val = sign * src[c]
-                held = best[c]
-                at = idx[c]
-                wins = _beats(val, held)
-                best[c] = val if wins else held
-                idx[c] = cell if wins else at
-        for k in range(cells):
-            cell = k
-            dst = dx + (k // g.kw) * row + ow * tile + (k % g.kw) * C
-            for c in range(C):
-                gv = gr[c]
-                at = idx[c]
-                dst[c] = gv if at == cell else 0
+                                    Geometry g, int mode) noexcept nogil:
+    """Assign the gradient on the ``kh`` input rows of one output row of tiles (``Wo * kw``
+    columns of each) from that row of ``dy`` at ``grad``."""
+    if floating is float:
+        cnx_pool_tile_grad_row_f(x, grad, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, dx)
+    else:
+        cnx_pool_tile_grad_row_d(x, grad, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, dx)
 
 
 cdef void _backward_tiles(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
-                          floating[:, :, :, ::1] dx, Geometry g, int mode,
-                          floating[:, ::1] scratch, int nt) noexcept:
+                          floating[:, :, :, ::1] dx, Geometry g, int mode, int nt) noexcept:
     """stride == size and no padding: the windows tile the input, so each output row assigns
     its band of ``kh`` input rows directly; rows and columns no tile covers get zeros."""
     cdef Py_ssize_t r, n, oh, i
     cdef Py_ssize_t covered = g.Wo * g.kw * g.C, row = g.W * g.C
-    cdef floating* best
     with nogil:
         for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
             n = r // g.Ho
             oh = r % g.Ho
-            best = &scratch[omp_get_thread_num(), 0]
             _tile_row_backward(&x[n, oh * g.kh, 0, 0], &dy[n, oh, 0, 0],
-                               &dx[n, oh * g.kh, 0, 0], g, mode, best, best + g.C)
+                               &dx[n, oh * g.kh, 0, 0], g, mode)
             if covered < row:
                 for i in range(g.kh):
                     memset(&dx[n, oh * g.kh + i, 0, 0] + covered, 0,
@@ -475,22 +433,22 @@ def pool2d_backward(dy, x, size, stride, padding, mode, out=None):
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
     cdef bint disjoint = g.sh >= g.kh and g.sw >= g.kw
-    cdef bint tiles = _tiles(g) and (code == AVG or g.C >= TILES_MIN_CHANNELS)
+    cdef bint tiles = _tiles(g)
     if x.dtype == np.float32 and (g.kh + 1) * g.W * g.C > 1 << 24:
         # cell keys (< (kh + 1) * W * C) would not all be exact in float32
         dx = pool2d_backward(dy.astype(np.float64), x.astype(np.float64), size, stride, padding,
                              mode)
         return into(out, dx.astype(np.float32))
     dx = output(out, x.shape, x.dtype)
+    if tiles:
+        if x.dtype == np.float32:
+            _backward_tiles[float](x, dy, dx, g, code, nt)
+        else:
+            _backward_tiles[double](x, dy, dx, g, code, nt)
+        return dx
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
     scratch = np.empty((nt, 4 * g.Wp * g.C + 64), dtype=x.dtype)
-    if tiles:
-        if x.dtype == np.float32:
-            _backward_tiles[float](x, dy, dx, g, code, scratch, nt)
-        else:
-            _backward_tiles[double](x, dy, dx, g, code, scratch, nt)
-        return dx
     if x.dtype == np.float32:
         if disjoint:
             _backward_disjoint[float](x, dy, dx, g, code, tables, scratch, nt)

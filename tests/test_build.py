@@ -18,7 +18,7 @@ from cnnext._config import openmp_enabled
 from cnnext.backend import numpy_ops
 
 EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_activation", "_openmp")
-SIMD_LEVELS = ("avx512", "avx2", "baseline")  # cnnext._ext._conv2d.simd_level()
+SIMD_LEVELS = ("avx512", "avx2", "baseline")  # simd_level() of _conv2d and _pool2d
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -76,8 +76,54 @@ def test_config_reports_the_simd_level() -> None:
         return
     from cnnext._ext import _conv2d
 
+    from cnnext._ext import _pool2d
+
     assert config["simd"] in SIMD_LEVELS
-    assert config["simd"] == _conv2d.simd_level()
+    assert config["simd"] == _conv2d.simd_level() == _pool2d.simd_level()
+
+
+def _tile_pool_cases():
+    """Tiling windows (stride = size, no padding) over every channel count up to 20 and a few
+    more, on rows long and short: every vector placement of src/_pool_simd_kernels.h runs."""
+    for c in (*range(1, 21), 31, 40):
+        for size, hw in (((2, 2), (4, 9)), ((2, 2), (6, 28)), ((3, 2), (7, 11)), ((1, 3), (2, 14))):
+            yield c, size, hw
+
+
+def _tile_pool_values(rng, shape) -> np.ndarray:
+    """Many ties (-1, -0.0, 0, 1) and a few NaNs: the winner's position is what is checked."""
+    x = rng.choice(np.array([-1.0, -0.0, 0.0, 1.0]), size=shape)
+    x.flat[rng.choice(x.size, size=max(1, x.size // 15), replace=False)] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_every_simd_level_of_tile_pooling_matches_the_numpy_twin(level: str) -> None:
+    from cnnext._ext import _pool2d
+
+    previous = _pool2d.simd_level()
+    try:
+        _pool2d.set_simd_level(level)
+    except ValueError:
+        pytest.skip(f"this CPU does not run the {level} kernels")
+    try:
+        rng = np.random.default_rng(1)
+        for c, size, hw in _tile_pool_cases():
+            for dtype in (np.float32, np.float64):
+                x = _tile_pool_values(rng, (2, *hw, c)).astype(dtype)
+                for mode in ("max", "min", "avg"):
+                    args = (size, size, (0, 0, 0, 0), mode)
+                    y = _pool2d.pool2d_forward(x, *args)
+                    want = numpy_ops.pool2d_forward(x, *args)
+                    np.testing.assert_array_equal(y, want, err_msg=f"{c} {size} {hw} {mode}")
+                    if mode != "avg":  # a selection copies the winner: signs of zero agree too
+                        assert np.array_equal(np.signbit(y), np.signbit(want))
+                    dy = rng.standard_normal(y.shape).astype(dtype)
+                    np.testing.assert_array_equal(_pool2d.pool2d_backward(dy, x, *args),
+                                                  numpy_ops.pool2d_backward(dy, x, *args),
+                                                  err_msg=f"{c} {size} {hw} {mode}")
+    finally:
+        _pool2d.set_simd_level(previous)
 
 
 def _built_wheel(tmp_path: Path) -> Path:

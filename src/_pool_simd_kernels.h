@@ -1,0 +1,335 @@
+/* Type-generic body of the tile-pooling kernels; included by _pool_simd.h once per element type
+ * and instruction set (see _simd.h), after _simd_vec.h. No include guard. Ends with the table
+ * cnx_pool_table_<S>_<ISA> of these kernels.
+ *
+ * Tiles: windows of kh x kw cells with the stride equal to the size and no padding, so every
+ * input cell belongs to at most one window. One call handles one output row: `kh` input rows of
+ * `row` values each (channels-last, C channels per cell) and Wo tiles along them, in order.
+ *
+ * A tile's channels go through vectors of L lanes. With C >= L: chunks at channels 0, L, 2L, ...
+ * and, when L does not divide C, a last chunk at C - L that recomputes a few channels (identical
+ * values). With C < L one vector per cell, placed by cnx_placement():
+ *  - WIDE: lanes from channel 0, reaching past the cell into the ones after it. Loads there are
+ *    harmless and stores are overwritten by the cells written after them; used while the vectors
+ *    stay inside the row.
+ *  - KEEP (the last tiles): the vector ends at channel C - 1 and starts in cells already written;
+ *    stores keep those lanes' values in memory.
+ *  - PART (rows shorter than a vector): through lane buffers.
+ *
+ * max: the first cell (in row-major order) holding the maximum, NaN beating any number and the
+ * first NaN winning; min likewise with the minimum. Average sums down each tile column first,
+ * then across the columns, and divides by kh * kw.
+ */
+/* `v` replaces the running extreme `best`: beyond it (above for max, below for min), or a NaN
+ * while `best` is not. */
+static inline CNX_M CNX_NAME(cnx_beats)(CNX_V v, CNX_V best, int lower)
+{
+    return (best == best) & ~(lower ? v >= best : v <= best);
+}
+
+/* How tile `ow` (of Wo, C < L channels) places its vectors; it reaches (ow * kw + kw - 1) * C + L
+ * values into the input rows and ow * C + L into the output row. */
+static inline int CNX_NAME(cnx_placement)(ptrdiff_t ow, ptrdiff_t row, ptrdiff_t kw,
+                                          ptrdiff_t C, ptrdiff_t Wo)
+{
+    if ((ow * kw + kw - 1) * C + CNX_L <= row && ow * C + CNX_L <= Wo * C)
+        return CNX_WIDE;
+    return ow * C + C >= CNX_L ? CNX_KEEP : CNX_PART;
+}
+
+static inline CNX_V CNX_NAME(cnx_tile_load)(const CNX_T* p, int how, ptrdiff_t C)
+{
+    return how == CNX_PART ? CNX_NAME(cnx_load_part)(p, C) : CNX_NAME(cnx_load)(p);
+}
+
+/* KEEP stores only the lanes set in `ours`. */
+static inline void CNX_NAME(cnx_tile_store)(CNX_T* p, CNX_V v, int how, ptrdiff_t C, CNX_M ours)
+{
+    if (how == CNX_KEEP)
+        v = CNX_NAME(cnx_blend)(ours, v, CNX_NAME(cnx_load)(p));
+    CNX_NAME(cnx_store)(p, v, how == CNX_PART ? C : CNX_L);
+}
+
+/* Lanes L - C and up: a KEEP vector's own channels. */
+static inline CNX_M CNX_NAME(cnx_own_lanes)(ptrdiff_t C)
+{
+    CNX_M ours;
+    for (ptrdiff_t l = 0; l < CNX_L; l++)
+        ours[l] = l >= CNX_L - C ? -1 : 0;
+    return ours;
+}
+
+/* BODY for each vector chunk of tile `ow`: lane 0 at channel c of each cell, placed as `how`. */
+#define CNX_TILE_CHUNKS(ow, BODY)                                                               \
+    if (C >= CNX_L) {                                                                           \
+        for (ptrdiff_t c0 = 0; c0 < C; c0 += CNX_L) {                                           \
+            const ptrdiff_t c = c0 + CNX_L <= C ? c0 : C - CNX_L;                               \
+            const int how = CNX_WIDE;                                                           \
+            BODY;                                                                               \
+        }                                                                                       \
+    } else {                                                                                    \
+        const int how = CNX_NAME(cnx_placement)(ow, row, kw, C, Wo);                            \
+        const ptrdiff_t c = how == CNX_KEEP ? C - CNX_L : 0;                                    \
+        BODY;                                                                                   \
+    }
+
+/* Tiles [first, Wo) of one output row of y (Wo * C values) from the kh input rows at x. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
+    const int mode, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
+    ptrdiff_t first, ptrdiff_t Wo, CNX_T* y)
+{
+    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
+    const CNX_T count = (CNX_T)(kh * kw);
+    for (ptrdiff_t ow = first; ow < Wo; ow++) {
+        CNX_TILE_CHUNKS(ow, {
+            const CNX_T* tile = x + ow * kw * C + c;
+            CNX_V best = CNX_NAME(cnx_tile_load)(tile, how, C);
+            if (mode == 2) {
+                CNX_V col = best;
+                for (ptrdiff_t j = 0; j < kw; j++) {
+                    if (j > 0)
+                        col = CNX_NAME(cnx_tile_load)(tile + j * C, how, C);
+                    for (ptrdiff_t i = 1; i < kh; i++)
+                        col += CNX_NAME(cnx_tile_load)(tile + i * row + j * C, how, C);
+                    best = j == 0 ? col : best + col;
+                }
+                best = best / count;
+            } else {
+                for (ptrdiff_t i = 0; i < kh; i++)
+                    for (ptrdiff_t j = i == 0; j < kw; j++) {
+                        const CNX_V v = CNX_NAME(cnx_tile_load)(tile + i * row + j * C, how, C);
+                        best = CNX_NAME(cnx_blend)(CNX_NAME(cnx_beats)(v, best, mode), v, best);
+                    }
+            }
+            CNX_NAME(cnx_tile_store)(y + ow * C + c, best, how, C, ours);
+        })
+    }
+}
+
+/* The gradient of tiles [first, Wo) on the kh input rows at dx (Wo * kw * C values of each) from
+ * one output row of dy (Wo * C values): max/min assign each tile's gradient to its winning cell
+ * and zero to the others; avg gives every cell of the tile the gradient / (kh * kw). */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
+    const int mode, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+    ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* dx)
+{
+    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
+    const CNX_T count = (CNX_T)(kh * kw);
+    for (ptrdiff_t ow = first; ow < Wo; ow++) {
+        CNX_TILE_CHUNKS(ow, {
+            const ptrdiff_t at = ow * kw * C + c;
+            const CNX_V g = CNX_NAME(cnx_tile_load)(dy + ow * C + c, how, C);
+            if (mode == 2) {
+                const CNX_V share = g / count;
+                for (ptrdiff_t i = 0; i < kh; i++)
+                    for (ptrdiff_t j = 0; j < kw; j++)
+                        CNX_NAME(cnx_tile_store)(dx + i * row + at + j * C, share, how, C, ours);
+            } else {
+                CNX_V best = CNX_NAME(cnx_tile_load)(x + at, how, C);
+                CNX_M winner = {0}; /* row-major index of the winning cell */
+                for (ptrdiff_t i = 0; i < kh; i++)
+                    for (ptrdiff_t j = i == 0; j < kw; j++) {
+                        const CNX_V v = CNX_NAME(cnx_tile_load)(x + i * row + at + j * C, how, C);
+                        const CNX_M wins = CNX_NAME(cnx_beats)(v, best, mode);
+                        best = CNX_NAME(cnx_blend)(wins, v, best);
+                        winner = (wins & (CNX_I)(i * kw + j)) | (~wins & winner);
+                    }
+                for (ptrdiff_t i = 0; i < kh; i++)
+                    for (ptrdiff_t j = 0; j < kw; j++)
+                        CNX_NAME(cnx_tile_store)(
+                            dx + i * row + at + j * C,
+                            (CNX_V)((winner == (CNX_I)(i * kw + j)) & (CNX_M)g), how, C, ours);
+            }
+        })
+    }
+}
+
+#undef CNX_TILE_CHUNKS
+
+#if CNX_VBYTES == 64
+/* Packed tiles (AVX-512, whose permutes take run-time lane indices): when a tile row's kw cells
+ * fit one vector (kw * C <= L), one vector holds them all and permutes bring the kw lane groups
+ * together. Tiles [0, end), where the vectors stay inside the rows; stores reach into the next
+ * tile as in WIDE. Same results as the per-cell path: the forward reduces across each row, then
+ * down the rows (row-major order); the backward down each column, then across the columns, ties
+ * going to the smaller row. */
+
+/* Tiles of a row that the packed path handles (0 when it does not apply). */
+static inline ptrdiff_t CNX_NAME(cnx_packed_tiles)(ptrdiff_t row, ptrdiff_t kw, ptrdiff_t C,
+                                                   ptrdiff_t Wo)
+{
+    if (kw * C > CNX_L || C >= CNX_L)
+        return 0;
+    ptrdiff_t end = 0;
+    while (end < Wo && end * kw * C + CNX_L <= row && end * C + CNX_L <= Wo * C)
+        end++;
+    return end;
+}
+
+/* Lane indices: lanes[l] = l; channel[l] = l % C, and group[l] = l / C inside the kw groups
+ * (-1 past them). */
+static inline void CNX_NAME(cnx_packed_lanes)(ptrdiff_t kw, ptrdiff_t C, CNX_M* lanes,
+                                              CNX_M* channel, CNX_M* group)
+{
+    ptrdiff_t c = 0, j = 0;
+    for (ptrdiff_t l = 0; l < CNX_L; l++) {
+        (*lanes)[l] = (CNX_I)l;
+        (*channel)[l] = (CNX_I)c;
+        (*group)[l] = j < kw ? (CNX_I)j : -1;
+        if (++c == C) {
+            c = 0;
+            j++;
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_forward)(
+    const int mode, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
+    ptrdiff_t end, CNX_T* y)
+{
+    CNX_M lanes, channel, group;
+    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
+    const CNX_T count = (CNX_T)(kh * kw);
+    for (ptrdiff_t ow = 0; ow < end; ow++) {
+        const CNX_T* tile = x + ow * kw * C;
+        CNX_V best = {0};
+        if (mode == 2) {  /* column sums, then across the columns */
+            CNX_V col = CNX_NAME(cnx_load)(tile);
+            for (ptrdiff_t i = 1; i < kh; i++)
+                col += CNX_NAME(cnx_load)(tile + i * row);
+            best = col;
+            for (ptrdiff_t j = 1; j < kw; j++)
+                best += __builtin_shuffle(col, lanes + (CNX_I)(j * C));
+            best = best / count;
+        } else {  /* across each row, then down the rows: the first cell in row-major order */
+            for (ptrdiff_t i = 0; i < kh; i++) {
+                const CNX_V r = CNX_NAME(cnx_load)(tile + i * row);
+                CNX_V h = r;
+                for (ptrdiff_t j = 1; j < kw; j++) {
+                    const CNX_V v = __builtin_shuffle(r, lanes + (CNX_I)(j * C));
+                    h = CNX_NAME(cnx_blend)(CNX_NAME(cnx_beats)(v, h, mode), v, h);
+                }
+                best = i == 0 ? h : CNX_NAME(cnx_blend)(CNX_NAME(cnx_beats)(h, best, mode), h, best);
+            }
+        }
+        CNX_NAME(cnx_store)(y + ow * C, best, CNX_L);
+    }
+}
+
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_backward)(
+    const int mode, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+    ptrdiff_t C, ptrdiff_t end, CNX_T* dx)
+{
+    CNX_M lanes, channel, group;
+    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
+    const CNX_T count = (CNX_T)(kh * kw);
+    for (ptrdiff_t ow = 0; ow < end; ow++) {
+        const ptrdiff_t at = ow * kw * C;
+        const CNX_V g = __builtin_shuffle(CNX_NAME(cnx_load)(dy + ow * C), channel);
+        if (mode == 2) {
+            const CNX_V share = g / count;
+            for (ptrdiff_t i = 0; i < kh; i++)
+                CNX_NAME(cnx_store)(dx + i * row + at, share, CNX_L);
+            continue;
+        }
+        CNX_V col = CNX_NAME(cnx_load)(x + at);
+        CNX_M col_row = {0}; /* the row of each column's winner */
+        for (ptrdiff_t i = 1; i < kh; i++) {
+            const CNX_V v = CNX_NAME(cnx_load)(x + i * row + at);
+            const CNX_M wins = CNX_NAME(cnx_beats)(v, col, mode);
+            col = CNX_NAME(cnx_blend)(wins, v, col);
+            col_row = (wins & (CNX_I)i) | (~wins & col_row);
+        }
+        CNX_V best = col;
+        CNX_M best_row = col_row, best_col = {0};
+        for (ptrdiff_t j = 1; j < kw; j++) {
+            const CNX_M shift = lanes + (CNX_I)(j * C);
+            const CNX_V v = __builtin_shuffle(col, shift);
+            const CNX_M v_row = __builtin_shuffle(col_row, shift);
+            const CNX_M ties = (v == best) | ((v != v) & (best != best));
+            const CNX_M wins = CNX_NAME(cnx_beats)(v, best, mode) | (ties & (v_row < best_row));
+            best = CNX_NAME(cnx_blend)(wins, v, best);
+            best_row = (wins & v_row) | (~wins & best_row);
+            best_col = (wins & (CNX_I)j) | (~wins & best_col);
+        }
+        /* each lane's cell wins when its group is the winning column and its row the winner's */
+        const CNX_M hit = (__builtin_shuffle(best_col, channel) == group);
+        const CNX_M win_row = __builtin_shuffle(best_row, channel);
+        for (ptrdiff_t i = 0; i < kh; i++)
+            CNX_NAME(cnx_store)(dx + i * row + at,
+                                (CNX_V)(hit & (win_row == (CNX_I)i) & (CNX_M)g), CNX_L);
+    }
+}
+#else
+static inline ptrdiff_t CNX_NAME(cnx_packed_tiles)(ptrdiff_t row, ptrdiff_t kw, ptrdiff_t C,
+                                                   ptrdiff_t Wo)
+{
+    return 0; /* no run-time permutes below AVX-512 */
+}
+#endif
+
+/* One output row: packed tiles first, then the others cell by cell. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_row_forward)(
+    const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, ptrdiff_t row,
+    ptrdiff_t C, ptrdiff_t Wo, CNX_T* y)
+{
+    const ptrdiff_t first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
+#if CNX_VBYTES == 64
+    CNX_NAME(cnx_packed_forward)(mode, x, row, kh, kw, C, first, y);
+#endif
+    CNX_NAME(cnx_tile_forward)(mode, x, row, kh, kw, C, first, Wo, y);
+}
+
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_row_backward)(
+    const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, const CNX_T* dy,
+    ptrdiff_t row, ptrdiff_t C, ptrdiff_t Wo, CNX_T* dx)
+{
+    const ptrdiff_t first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
+#if CNX_VBYTES == 64
+    CNX_NAME(cnx_packed_backward)(mode, x, dy, row, kh, kw, C, first, dx);
+#endif
+    CNX_NAME(cnx_tile_backward)(mode, x, dy, row, kh, kw, C, first, Wo, dx);
+}
+
+/* CALL(mode, kh, kw) with the mode, and for 2 x 2 tiles the size, as constants (each call is
+ * compiled for its constants). */
+#define CNX_SPECIALISE(CALL)                                                          \
+    if (kh == 2 && kw == 2) {                                                         \
+        switch (mode) {                                                               \
+        case 0: CALL(0, 2, 2); break;                                                 \
+        case 1: CALL(1, 2, 2); break;                                                 \
+        default: CALL(2, 2, 2);                                                       \
+        }                                                                             \
+    } else {                                                                          \
+        switch (mode) {                                                               \
+        case 0: CALL(0, kh, kw); break;                                               \
+        case 1: CALL(1, kh, kw); break;                                               \
+        default: CALL(2, kh, kw);                                                     \
+        }                                                                             \
+    }
+
+/* Pool one output row of tiles; mode: 0 max, 1 min, 2 avg. */
+static void CNX_NAME(cnx_pool_tile_row)(const CNX_T* x, ptrdiff_t row, ptrdiff_t kh,
+                                        ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Wo, int mode,
+                                        CNX_T* y)
+{
+#define CNX_FORWARD(M, KH, KW) CNX_NAME(cnx_row_forward)(M, KH, KW, x, row, C, Wo, y)
+    CNX_SPECIALISE(CNX_FORWARD)
+#undef CNX_FORWARD
+}
+
+/* The gradient of one output row of tiles on its kh input rows. */
+static void CNX_NAME(cnx_pool_tile_grad_row)(const CNX_T* x, const CNX_T* dy, ptrdiff_t row,
+                                             ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
+                                             ptrdiff_t Wo, int mode, CNX_T* dx)
+{
+#define CNX_BACKWARD(M, KH, KW) CNX_NAME(cnx_row_backward)(M, KH, KW, x, dy, row, C, Wo, dx)
+    CNX_SPECIALISE(CNX_BACKWARD)
+#undef CNX_BACKWARD
+}
+
+#undef CNX_SPECIALISE
+
+static const CNX_CAT2(cnx_pool_table, CNX_S) CNX_NAME(cnx_pool_table) = {
+    CNX_NAME(cnx_pool_tile_row), CNX_NAME(cnx_pool_tile_grad_row),
+};
