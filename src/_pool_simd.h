@@ -25,28 +25,8 @@ enum { CNX_WIDE, CNX_KEEP, CNX_PART };
 #include "_simd_isas.h"
 #undef CNX_KERNELS
 
-/* The selected kernels and the name of their instruction set. */
-static cnx_pool_table_f cnx_pool_f;
-static cnx_pool_table_d cnx_pool_d;
-static const char* cnx_isa_name = "";
-
-/* Select the kernels for `name` (see cnx_isa_index). Returns 0, changing nothing, when the CPU or
- * the build lacks that set. */
-static int cnx_select(const char* name)
-{
-    const int i = cnx_isa_index(name);
-    if (i < 0)
-        return 0;
-    switch (i) {
-#ifdef CNX_X86_DISPATCH
-    case 0: cnx_pool_f = cnx_pool_table_f_avx512; cnx_pool_d = cnx_pool_table_d_avx512; break;
-    case 1: cnx_pool_f = cnx_pool_table_f_avx2; cnx_pool_d = cnx_pool_table_d_avx2; break;
-#endif
-    default: cnx_pool_f = cnx_pool_table_f_baseline; cnx_pool_d = cnx_pool_table_d_baseline;
-    }
-    cnx_isa_name = cnx_isa_names[i];
-    return 1;
-}
+/* cnx_select() and the selected kernels: cnx_pool_f, cnx_pool_d. */
+CNX_SELECTOR(cnx_pool_table, cnx_pool)
 
 #define cnx_pool_tile_row_f(...) (cnx_pool_f.tile_row(__VA_ARGS__))
 #define cnx_pool_tile_row_d(...) (cnx_pool_d.tile_row(__VA_ARGS__))

@@ -44,4 +44,31 @@ static int cnx_isa_index(const char* name)
     return -1;
 }
 
+/* The selected tables SEL_f / SEL_d of the tables TABLE_<f|d>_<isa>, the name of their set
+ * (cnx_isa_name) and cnx_select(name): selects the set for `name` (see cnx_isa_index), or
+ * returns 0 and changes nothing when the CPU or the build lacks it. */
+#ifdef CNX_X86_DISPATCH
+#define CNX_WIDE_CASES(TABLE, SEL)                                         \
+    case 0: SEL##_f = TABLE##_f_avx512; SEL##_d = TABLE##_d_avx512; break; \
+    case 1: SEL##_f = TABLE##_f_avx2; SEL##_d = TABLE##_d_avx2; break;
+#else
+#define CNX_WIDE_CASES(TABLE, SEL)
+#endif
+#define CNX_SELECTOR(TABLE, SEL)                                                            \
+    static TABLE##_f SEL##_f;                                                               \
+    static TABLE##_d SEL##_d;                                                               \
+    static const char* cnx_isa_name = "";                                                   \
+    static int cnx_select(const char* name)                                                 \
+    {                                                                                       \
+        const int i = cnx_isa_index(name);                                                  \
+        if (i < 0)                                                                          \
+            return 0;                                                                       \
+        switch (i) {                                                                        \
+        CNX_WIDE_CASES(TABLE, SEL)                                                          \
+        default: SEL##_f = TABLE##_f_baseline; SEL##_d = TABLE##_d_baseline;                \
+        }                                                                                   \
+        cnx_isa_name = cnx_isa_names[i];                                                    \
+        return 1;                                                                           \
+    }
+
 #endif /* CNX_SIMD_H */

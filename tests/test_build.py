@@ -2,12 +2,14 @@
 wheel is a platform wheel carrying every extension module."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -82,50 +84,6 @@ def test_config_reports_the_simd_level() -> None:
     assert config["simd"] == _conv2d.simd_level() == _pool2d.simd_level()
 
 
-def _tile_pool_cases():
-    """Tiling windows (stride = size, no padding) over every channel count up to 20 and a few
-    more, on rows long and short: every vector placement of src/_pool_simd_kernels.h runs."""
-    for c in (*range(1, 21), 31, 40):
-        for size, hw in (((2, 2), (4, 9)), ((2, 2), (6, 28)), ((3, 2), (7, 11)), ((1, 3), (2, 14))):
-            yield c, size, hw
-
-
-def _tile_pool_values(rng, shape) -> np.ndarray:
-    """Many ties (-1, -0.0, 0, 1) and a few NaNs: the winner's position is what is checked."""
-    x = rng.choice(np.array([-1.0, -0.0, 0.0, 1.0]), size=shape)
-    x.flat[rng.choice(x.size, size=max(1, x.size // 15), replace=False)] = np.nan
-    return x
-
-
-@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
-def test_every_simd_level_of_tile_pooling_matches_the_numpy_twin(level: str) -> None:
-    from cnnext._ext import _pool2d
-
-    previous = _pool2d.simd_level()
-    try:
-        _pool2d.set_simd_level(level)
-    except ValueError:
-        pytest.skip(f"this CPU does not run the {level} kernels")
-    try:
-        rng = np.random.default_rng(1)
-        for c, size, hw in _tile_pool_cases():
-            for dtype in (np.float32, np.float64):
-                x = _tile_pool_values(rng, (2, *hw, c)).astype(dtype)
-                for mode in ("max", "min", "avg"):
-                    args = (size, size, (0, 0, 0, 0), mode)
-                    y = _pool2d.pool2d_forward(x, *args)
-                    want = numpy_ops.pool2d_forward(x, *args)
-                    np.testing.assert_array_equal(y, want, err_msg=f"{c} {size} {hw} {mode}")
-                    if mode != "avg":  # a selection copies the winner: signs of zero agree too
-                        assert np.array_equal(np.signbit(y), np.signbit(want))
-                    dy = rng.standard_normal(y.shape).astype(dtype)
-                    np.testing.assert_array_equal(_pool2d.pool2d_backward(dy, x, *args),
-                                                  numpy_ops.pool2d_backward(dy, x, *args),
-                                                  err_msg=f"{c} {size} {hw} {mode}")
-    finally:
-        _pool2d.set_simd_level(previous)
-
-
 def _built_wheel(tmp_path: Path) -> Path:
     """The wheel scripts/test.sh built (CNNEXT_WHEEL), else a fresh build of the source tree."""
     if os.environ.get("CNNEXT_WHEEL"):
@@ -150,16 +108,25 @@ CONV_CASES = [
 ]
 
 
+@contextlib.contextmanager
+def _simd_level(module, level: str) -> Iterator[None]:
+    """Run ``module``'s kernels compiled for ``level`` (skip where the CPU lacks it)."""
+    previous = module.simd_level()
+    try:
+        module.set_simd_level(level)
+    except ValueError:
+        pytest.skip(f"this CPU does not run the {level} kernels")
+    try:
+        yield
+    finally:
+        module.set_simd_level(previous)
+
+
 @pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
 def test_every_simd_level_matches_the_numpy_twin(level: str) -> None:
     from cnnext._ext import _conv2d
 
-    previous = _conv2d.simd_level()
-    try:
-        _conv2d.set_simd_level(level)
-    except ValueError:
-        pytest.skip(f"this CPU does not run the {level} kernels")
-    try:
+    with _simd_level(_conv2d, level):
         rng = np.random.default_rng(0)
         for n, h, w_, c, kh, kw, f, stride, padding, dilation in CONV_CASES:
             x = rng.standard_normal((n, h, w_, c))
@@ -173,8 +140,43 @@ def test_every_simd_level_matches_the_numpy_twin(level: str) -> None:
             for got, want in zip(_conv2d.conv2d_backward(dy, x, w, *args),
                                  numpy_ops.conv2d_backward(dy, x, w, *args)):
                 np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
-    finally:
-        _conv2d.set_simd_level(previous)
+
+
+def _tile_pool_cases():
+    """Tiling windows (stride = size, no padding) over every channel count up to 20 and a few
+    more, on rows long and short: every vector placement of src/_pool_simd_kernels.h runs."""
+    for c in (*range(1, 21), 31, 40):
+        for size, hw in (((2, 2), (4, 9)), ((2, 2), (6, 28)), ((3, 2), (7, 11)), ((1, 3), (2, 14))):
+            yield c, size, hw
+
+
+def _tile_pool_values(rng, shape) -> np.ndarray:
+    """Many ties (-1, -0.0, 0, 1) and a few NaNs: the winner's position is what is checked."""
+    x = rng.choice(np.array([-1.0, -0.0, 0.0, 1.0]), size=shape)
+    x.flat[rng.choice(x.size, size=max(1, x.size // 15), replace=False)] = np.nan
+    return x
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_every_simd_level_of_tile_pooling_matches_the_numpy_twin(level: str) -> None:
+    from cnnext._ext import _pool2d
+
+    with _simd_level(_pool2d, level):
+        rng = np.random.default_rng(1)
+        for c, size, hw in _tile_pool_cases():
+            for dtype in (np.float32, np.float64):
+                x = _tile_pool_values(rng, (2, *hw, c)).astype(dtype)
+                for mode in ("max", "min", "avg"):
+                    args = (size, size, (0, 0, 0, 0), mode)
+                    y = _pool2d.pool2d_forward(x, *args)
+                    want = numpy_ops.pool2d_forward(x, *args)
+                    np.testing.assert_array_equal(y, want, err_msg=f"{c} {size} {hw} {mode}")
+                    if mode != "avg":  # a selection copies the winner: signs of zero agree too
+                        assert np.array_equal(np.signbit(y), np.signbit(want))
+                    dy = rng.standard_normal(y.shape).astype(dtype)
+                    np.testing.assert_array_equal(_pool2d.pool2d_backward(dy, x, *args),
+                                                  numpy_ops.pool2d_backward(dy, x, *args),
+                                                  err_msg=f"{c} {size} {hw} {mode}")
 
 
 def test_wheel_is_a_platform_wheel_with_every_extension(tmp_path: Path) -> None:
