@@ -3,23 +3,9 @@
 #define CNX_T float
 #define CNX_I int32_t
 #define CNX_S f
-#include "_simd_vec.h"
-#include CNX_KERNELS
-#undef CNX_T
-#undef CNX_I
-#undef CNX_S
-#undef CNX_V
-#undef CNX_M
-#undef CNX_L
+#include "_simd_type.h"
 
 #define CNX_T double
 #define CNX_I int64_t
 #define CNX_S d
-#include "_simd_vec.h"
-#include CNX_KERNELS
-#undef CNX_T
-#undef CNX_I
-#undef CNX_S
-#undef CNX_V
-#undef CNX_M
-#undef CNX_L
+#include "_simd_type.h"
