@@ -33,16 +33,20 @@ from cnnext.workspace import into, output
 cdef extern from "_pool_simd.h" nogil:
     const char* cnx_isa_name
     int cnx_select(const char* name)
-    # one output row of tiles: kh input rows of `row` values at x, Wo tiles of kw x C
-    void cnx_pool_tile_row_f(const float* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
-                             ptrdiff_t C, ptrdiff_t Wo, int mode, float* y)
-    void cnx_pool_tile_row_d(const double* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
-                             ptrdiff_t C, ptrdiff_t Wo, int mode, double* y)
-    void cnx_pool_tile_grad_row_f(const float* x, const float* dy, ptrdiff_t row, ptrdiff_t kh,
-                                  ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Wo, int mode, float* dx)
-    void cnx_pool_tile_grad_row_d(const double* x, const double* dy, ptrdiff_t row,
-                                  ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Wo, int mode,
-                                  double* dx)
+    # output rows [r0, r1) of tiles (row r = n * Ho + oh), rows of `row` values, H per sample
+    void cnx_pool_tile_rows_f(const float* x, ptrdiff_t H, ptrdiff_t row, ptrdiff_t kh,
+                              ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
+                              ptrdiff_t r1, int mode, float* y)
+    void cnx_pool_tile_rows_d(const double* x, ptrdiff_t H, ptrdiff_t row, ptrdiff_t kh,
+                              ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
+                              ptrdiff_t r1, int mode, double* y)
+    void cnx_pool_tile_grad_rows_f(const float* x, const float* dy, ptrdiff_t H, ptrdiff_t row,
+                                   ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho,
+                                   ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1, int mode, float* dx)
+    void cnx_pool_tile_grad_rows_d(const double* x, const double* dy, ptrdiff_t H,
+                                   ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
+                                   ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1,
+                                   int mode, double* dx)
 
 include "_simd_level.pxi"
 
@@ -230,12 +234,21 @@ cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
         cells[t] = t
 
 
-cdef inline void _tile_row(const floating* x, Geometry g, int mode, floating* y) noexcept nogil:
-    """One output row of tiles (see :func:`_tiles`) from its ``kh`` input rows at ``x``."""
-    if floating is float:
-        cnx_pool_tile_row_f(x, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, y)
-    else:
-        cnx_pool_tile_row_d(x, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, y)
+cdef void _forward_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
+                         int mode, int nt) noexcept:
+    """The windows tile the input (see :func:`_tiles`): each thread pools one block of output
+    rows with the vector kernels."""
+    cdef Py_ssize_t rows = x.shape[0] * g.Ho, blocks = min(nt, rows), k
+    with nogil:
+        for k in prange(blocks, num_threads=nt, schedule="static"):
+            if floating is float:
+                cnx_pool_tile_rows_f(&x[0, 0, 0, 0], g.H, g.W * g.C, g.kh, g.kw, g.C, g.Ho, g.Wo,
+                                     k * rows // blocks, (k + 1) * rows // blocks, mode,
+                                     &y[0, 0, 0, 0])
+            else:
+                cnx_pool_tile_rows_d(&x[0, 0, 0, 0], g.H, g.W * g.C, g.kh, g.kw, g.C, g.Ho, g.Wo,
+                                     k * rows // blocks, (k + 1) * rows // blocks, mode,
+                                     &y[0, 0, 0, 0])
 
 
 cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
@@ -249,7 +262,6 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
     cdef floating* m
     cdef floating* out
     cdef const floating* ncols = &tables[0]
-    cdef bint tiles = _tiles(g)
     with nogil:
         _fill_tables(g, &tables[0])
         for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
@@ -259,9 +271,6 @@ cdef void _forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geo
             m = v + g.Wp * g.C
             rows = _clip(oh, g.sh, g.kh, g.top, g.H)
             out = &y[n, oh, 0, 0]
-            if tiles:
-                _tile_row(&x[n, rows.lo, 0, 0], g, mode, out)
-                continue
             _reduce_rows(&x[n, rows.lo, 0, 0], rows.hi - rows.lo, g, mode, NULL, v, NULL)
             _slide(v, NULL, g, mode, m, NULL)
             for ow in range(g.Wo):
@@ -337,35 +346,33 @@ cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :
                           &scratch[omp_get_thread_num(), 0])
 
 
-cdef inline void _tile_row_backward(const floating* x, const floating* grad, floating* dx,
-                                    Geometry g, int mode) noexcept nogil:
-    """Assign the gradient on the ``kh`` input rows of one output row of tiles (``Wo * kw``
-    columns of each) from that row of ``dy`` at ``grad``."""
-    if floating is float:
-        cnx_pool_tile_grad_row_f(x, grad, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, dx)
-    else:
-        cnx_pool_tile_grad_row_d(x, grad, g.W * g.C, g.kh, g.kw, g.C, g.Wo, mode, dx)
-
-
 cdef void _backward_tiles(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
                           floating[:, :, :, ::1] dx, Geometry g, int mode, int nt) noexcept:
-    """stride == size and no padding: the windows tile the input, so each output row assigns
-    its band of ``kh`` input rows directly; rows and columns no tile covers get zeros."""
-    cdef Py_ssize_t r, n, oh, i
+    """stride == size and no padding: the windows tile the input, so each thread assigns the
+    bands of ``kh`` input rows of one block of output rows directly (vector kernels); rows and
+    columns no tile covers get zeros."""
+    cdef Py_ssize_t rows = x.shape[0] * g.Ho, blocks = min(nt, rows), k, r0, r1, r, n, oh, i
     cdef Py_ssize_t covered = g.Wo * g.kw * g.C, row = g.W * g.C
     with nogil:
-        for r in prange(x.shape[0] * g.Ho, num_threads=nt, schedule="static"):
-            n = r // g.Ho
-            oh = r % g.Ho
-            _tile_row_backward(&x[n, oh * g.kh, 0, 0], &dy[n, oh, 0, 0],
-                               &dx[n, oh * g.kh, 0, 0], g, mode)
-            if covered < row:
-                for i in range(g.kh):
-                    memset(&dx[n, oh * g.kh + i, 0, 0] + covered, 0,
-                           (row - covered) * sizeof(floating))
-            if oh == g.Ho - 1 and g.Ho * g.kh < g.H:
-                memset(&dx[n, g.Ho * g.kh, 0, 0], 0,
-                       (g.H - g.Ho * g.kh) * row * sizeof(floating))
+        for k in prange(blocks, num_threads=nt, schedule="static"):
+            r0 = k * rows // blocks
+            r1 = (k + 1) * rows // blocks
+            if floating is float:
+                cnx_pool_tile_grad_rows_f(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], g.H, row, g.kh, g.kw,
+                                          g.C, g.Ho, g.Wo, r0, r1, mode, &dx[0, 0, 0, 0])
+            else:
+                cnx_pool_tile_grad_rows_d(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], g.H, row, g.kh, g.kw,
+                                          g.C, g.Ho, g.Wo, r0, r1, mode, &dx[0, 0, 0, 0])
+            for r in range(r0, r1):
+                n = r // g.Ho
+                oh = r % g.Ho
+                if covered < row:
+                    for i in range(g.kh):
+                        memset(&dx[n, oh * g.kh + i, 0, 0] + covered, 0,
+                               (row - covered) * sizeof(floating))
+                if oh == g.Ho - 1 and g.Ho * g.kh < g.H:
+                    memset(&dx[n, g.Ho * g.kh, 0, 0], 0,
+                           (g.H - g.Ho * g.kh) * row * sizeof(floating))
 
 
 cdef void _backward_overlapping(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
@@ -412,6 +419,12 @@ def pool2d_forward(x, size, stride, padding, mode, out=None):
     cdef int code = _MODES[mode]
     cdef int nt = get_num_threads()
     y = output(out, (x.shape[0], g.Ho, g.Wo, g.C), x.dtype)
+    if _tiles(g):
+        if x.dtype == np.float32:
+            _forward_tiles[float](x, y, g, code, nt)
+        else:
+            _forward_tiles[double](x, y, g, code, nt)
+        return y
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
     scratch = np.empty((nt, 2 * g.Wp * g.C + 64), dtype=x.dtype)

@@ -3,8 +3,9 @@
  * cnx_pool_table_<S>_<ISA> of these kernels.
  *
  * Tiles: windows of kh x kw cells with the stride equal to the size and no padding, so every
- * input cell belongs to at most one window. One call handles one output row: `kh` input rows of
- * `row` values each (channels-last, C channels per cell) and Wo tiles along them, in order.
+ * input cell belongs to at most one window. Output row r = n * Ho + oh pools `kh` input rows of
+ * `row` values each from row n * H + oh * kh on (channels-last, C channels per cell), Wo tiles
+ * along them, in order; one call handles a range of output rows.
  *
  * A tile's channels go through vectors of L lanes. With C >= L: chunks at channels 0, L, 2L, ...
  * and, when L does not divide C, a last chunk at C - L that recomputes a few channels (identical
@@ -76,9 +77,8 @@ static inline CNX_M CNX_NAME(cnx_own_lanes)(ptrdiff_t C)
 /* Tiles [first, Wo) of one output row of y (Wo * C values) from the kh input rows at x. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
     const int mode, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
-    ptrdiff_t first, ptrdiff_t Wo, CNX_T* y)
+    ptrdiff_t first, ptrdiff_t Wo, CNX_T* y, CNX_M ours)
 {
-    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = first; ow < Wo; ow++) {
         CNX_TILE_CHUNKS(ow, {
@@ -111,9 +111,8 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
  * and zero to the others; avg gives every cell of the tile the gradient / (kh * kw). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
     const int mode, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
-    ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* dx)
+    ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* dx, CNX_M ours)
 {
-    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = first; ow < Wo; ow++) {
         CNX_TILE_CHUNKS(ow, {
@@ -185,10 +184,8 @@ static inline void CNX_NAME(cnx_packed_lanes)(ptrdiff_t kw, ptrdiff_t C, CNX_M* 
 
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_forward)(
     const int mode, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
-    ptrdiff_t end, CNX_T* y)
+    ptrdiff_t end, CNX_T* y, CNX_M lanes)
 {
-    CNX_M lanes, channel, group;
-    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = 0; ow < end; ow++) {
         const CNX_T* tile = x + ow * kw * C;
@@ -218,10 +215,8 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_forward)(
 
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_backward)(
     const int mode, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
-    ptrdiff_t C, ptrdiff_t end, CNX_T* dx)
+    ptrdiff_t C, ptrdiff_t end, CNX_T* dx, CNX_M lanes, CNX_M channel, CNX_M group)
 {
-    CNX_M lanes, channel, group;
-    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = 0; ow < end; ow++) {
         const ptrdiff_t at = ow * kw * C;
@@ -268,27 +263,49 @@ static inline ptrdiff_t CNX_NAME(cnx_packed_tiles)(ptrdiff_t row, ptrdiff_t kw, 
 }
 #endif
 
-/* One output row: packed tiles first, then the others cell by cell. */
-static inline __attribute__((always_inline)) void CNX_NAME(cnx_row_forward)(
-    const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, ptrdiff_t row,
-    ptrdiff_t C, ptrdiff_t Wo, CNX_T* y)
+/* Output rows [r0, r1) (row r = n * Ho + oh: tiles of input rows n * H + oh * kh ...): packed
+ * tiles first, then the others cell by cell; the lane tables are set up once per call. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_rows_forward)(
+    const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, ptrdiff_t H,
+    ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1, CNX_T* y)
 {
     const ptrdiff_t first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
+    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
 #if CNX_VBYTES == 64
-    CNX_NAME(cnx_packed_forward)(mode, x, row, kh, kw, C, first, y);
+    CNX_M lanes, channel, group;
+    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
 #endif
-    CNX_NAME(cnx_tile_forward)(mode, x, row, kh, kw, C, first, Wo, y);
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const CNX_T* band = x + ((r / Ho) * H + (r % Ho) * kh) * row;
+        CNX_T* out = y + r * Wo * C;
+#if CNX_VBYTES == 64
+        CNX_NAME(cnx_packed_forward)(mode, band, row, kh, kw, C, first, out, lanes);
+#endif
+        CNX_NAME(cnx_tile_forward)(mode, band, row, kh, kw, C, first, Wo, out, ours);
+    }
 }
 
-static inline __attribute__((always_inline)) void CNX_NAME(cnx_row_backward)(
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_rows_backward)(
     const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, const CNX_T* dy,
-    ptrdiff_t row, ptrdiff_t C, ptrdiff_t Wo, CNX_T* dx)
+    ptrdiff_t H, ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
+    ptrdiff_t r1, CNX_T* dx)
 {
     const ptrdiff_t first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
+    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
 #if CNX_VBYTES == 64
-    CNX_NAME(cnx_packed_backward)(mode, x, dy, row, kh, kw, C, first, dx);
+    CNX_M lanes, channel, group;
+    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
 #endif
-    CNX_NAME(cnx_tile_backward)(mode, x, dy, row, kh, kw, C, first, Wo, dx);
+    for (ptrdiff_t r = r0; r < r1; r++) {
+        const ptrdiff_t band = ((r / Ho) * H + (r % Ho) * kh) * row;
+        const CNX_T* grad = dy + r * Wo * C;
+#if CNX_VBYTES == 64
+        CNX_NAME(cnx_packed_backward)(mode, x + band, grad, row, kh, kw, C, first, dx + band,
+                                      lanes, channel, group);
+#endif
+        CNX_NAME(cnx_tile_backward)(mode, x + band, grad, row, kh, kw, C, first, Wo, dx + band,
+                                    ours);
+    }
 }
 
 /* CALL(mode, kh, kw) with the mode, and for 2 x 2 tiles the size, as constants (each call is
@@ -308,22 +325,25 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_row_backward)(
         }                                                                             \
     }
 
-/* Pool one output row of tiles; mode: 0 max, 1 min, 2 avg. */
-static void CNX_NAME(cnx_pool_tile_row)(const CNX_T* x, ptrdiff_t row, ptrdiff_t kh,
-                                        ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Wo, int mode,
-                                        CNX_T* y)
+/* Pool output rows [r0, r1) of tiles (see cnx_rows_forward); mode: 0 max, 1 min, 2 avg. */
+static void CNX_NAME(cnx_pool_tile_rows)(const CNX_T* x, ptrdiff_t H, ptrdiff_t row, ptrdiff_t kh,
+                                         ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo,
+                                         ptrdiff_t r0, ptrdiff_t r1, int mode, CNX_T* y)
 {
-#define CNX_FORWARD(M, KH, KW) CNX_NAME(cnx_row_forward)(M, KH, KW, x, row, C, Wo, y)
+#define CNX_FORWARD(M, KH, KW) \
+    CNX_NAME(cnx_rows_forward)(M, KH, KW, x, H, row, C, Ho, Wo, r0, r1, y)
     CNX_SPECIALISE(CNX_FORWARD)
 #undef CNX_FORWARD
 }
 
-/* The gradient of one output row of tiles on its kh input rows. */
-static void CNX_NAME(cnx_pool_tile_grad_row)(const CNX_T* x, const CNX_T* dy, ptrdiff_t row,
-                                             ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
-                                             ptrdiff_t Wo, int mode, CNX_T* dx)
+/* The gradient of output rows [r0, r1) of tiles on their kh input rows each. */
+static void CNX_NAME(cnx_pool_tile_grad_rows)(const CNX_T* x, const CNX_T* dy, ptrdiff_t H,
+                                              ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+                                              ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo,
+                                              ptrdiff_t r0, ptrdiff_t r1, int mode, CNX_T* dx)
 {
-#define CNX_BACKWARD(M, KH, KW) CNX_NAME(cnx_row_backward)(M, KH, KW, x, dy, row, C, Wo, dx)
+#define CNX_BACKWARD(M, KH, KW) \
+    CNX_NAME(cnx_rows_backward)(M, KH, KW, x, dy, H, row, C, Ho, Wo, r0, r1, dx)
     CNX_SPECIALISE(CNX_BACKWARD)
 #undef CNX_BACKWARD
 }
@@ -331,5 +351,5 @@ static void CNX_NAME(cnx_pool_tile_grad_row)(const CNX_T* x, const CNX_T* dy, pt
 #undef CNX_SPECIALISE
 
 static const CNX_CAT2(cnx_pool_table, CNX_S) CNX_NAME(cnx_pool_table) = {
-    CNX_NAME(cnx_pool_tile_row), CNX_NAME(cnx_pool_tile_grad_row),
+    CNX_NAME(cnx_pool_tile_rows), CNX_NAME(cnx_pool_tile_grad_rows),
 };
