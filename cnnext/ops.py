@@ -29,8 +29,10 @@ shapes and values.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
+from typing import Callable
 
 import numpy as np
 
@@ -107,8 +109,9 @@ def _padding(op: str, padding, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilat
         raise type(exc)(f"{op}: {exc}") from None
 
 
+@functools.cache
 def _memory_bytes() -> int | None:
-    """Physical memory of this machine in bytes (None where the OS does not say)."""
+    """Physical memory of this machine in bytes (None where the OS does not say); asked once."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, ValueError, OSError):
@@ -141,11 +144,13 @@ def _check_fits(op: str, x_shape: tuple, padding: Padding4, span: Pair, what: st
         )
 
 
-def _check_dy(op: str, dy_shape: tuple, expected: tuple, context: str) -> None:
+def _check_dy(op: str, dy_shape: tuple, expected: tuple, context: Callable[[], str]) -> None:
+    """ValueError unless ``dy_shape == expected``; ``context()`` describes the call (formatted
+    only for the error, off the hot path)."""
     if dy_shape != expected:
         raise ValueError(
             f"{op}: dy.shape={dy_shape} does not match the forward output shape {expected} "
-            f"({context})"
+            f"({context()})"
         )
 
 
@@ -269,11 +274,8 @@ def conv2d_backward(
     w = _array(op, "w", w, 4)
     dy = _array(op, "dy", dy, 4)
     stride, pad, dilation, y_shape = _conv_geometry(op, x.shape, w.shape, stride, padding, dilation)
-    context = (
-        f"x.shape={x.shape}, w.shape={w.shape}, stride={stride}, padding={pad}, "
-        f"dilation={dilation}"
-    )
-    _check_dy(op, dy.shape, y_shape, context)
+    _check_dy(op, dy.shape, y_shape, lambda: f"x.shape={x.shape}, w.shape={w.shape}, "
+              f"stride={stride}, padding={pad}, dilation={dilation}")
     dy, x, w = _contiguous(dy, x, w)
     input_grad = bool(input_grad)
     if out is not None and not input_grad:
@@ -338,8 +340,8 @@ def pool2d_backward(
     x = _array(op, "x", x, 4)
     dy = _array(op, "dy", dy, 4)
     size, stride, pad, y_shape = _pool_geometry(op, x.shape, size, stride, padding, mode)
-    context = f"x.shape={x.shape}, size={size}, stride={stride}, padding={pad}"
-    _check_dy(op, dy.shape, y_shape, context)
+    _check_dy(op, dy.shape, y_shape,
+              lambda: f"x.shape={x.shape}, size={size}, stride={stride}, padding={pad}")
     dy, x = _contiguous(dy, x)
     out = _out(op, out, x.shape, x.dtype, dy, x)
     _check_memory(op, x.dtype, _padded_shape(x.shape, pad))

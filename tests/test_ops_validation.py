@@ -175,7 +175,8 @@ def test_wrong_dy_shapes():
         ops.conv2d_backward(np.zeros((2, 6, 6, 3)), X, W)
     with raises(ValueError, "dy.shape=(2, 6, 6, 4)", "(2, 3, 3, 4)", "stride=(2, 2)"):
         ops.conv2d_backward(np.zeros((2, 6, 6, 4)), X, W, stride=2)
-    with raises(ValueError, "pool2d_backward", "dy.shape=(2, 4, 4, 3)", "(2, 2, 2, 3)"):
+    with raises(ValueError, "pool2d_backward", "dy.shape=(2, 4, 4, 3)", "(2, 2, 2, 3)",
+                "size=(4, 4)"):
         ops.pool2d_backward(np.zeros((2, 4, 4, 3)), X, 4)
     with raises(ValueError, "upsample2d_backward", "dy.shape=(2, 8, 8, 3)", "scale=(3, 2)"):
         ops.upsample2d_backward(X, (3, 2))
