@@ -182,6 +182,8 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     _, Ho, Wo, _ = dy.shape
     top, bottom, left, right = padding
     L, pitch = _lanes(x.dtype), W + left + right
+    if _use_expanded(w.shape, Wo, stride, dilation, L):
+        return _weight_grad_expanded(dy, x, w, padding, nt)
     if stride[0] == stride[1] == 1 and _cost_wgrad_pixel_lanes(
         Ho, pitch, KH * KW, C, F, L
     ) < _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L):
@@ -223,6 +225,35 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     _planar_weight_grad(x, rows, pitch, top, left, dy, qoff, dwc, dbc, planes, dy_planes, nt)
     dw_ = np.ascontiguousarray(dwc.sum(axis=0).transpose(1, 2, 0)).reshape(KH, KW, C, F)
     return dw_, dbc.sum(axis=0)
+
+
+def _use_expanded(w_shape, Wo: int, stride, dilation, L: int) -> bool:
+    """The expanded-row weight gradient applies: one input channel, few output channels, stride
+    and dilation 1, kernel height at most 7 (src/_conv_simd_kernels.h)."""
+    KH, KW, C, F = w_shape
+    return (cnx_has_expanded() and C == 1 and F <= L and Wo * F >= L and KH <= 7
+            and stride == (1, 1) and dilation == (1, 1))
+
+
+def _weight_grad_expanded(dy, x, w, padding, nt):
+    """``(dw, db)`` by expanded rows: per-chunk partial sums by residue, added in chunk order,
+    then folded into channels."""
+    N, H, W, _ = x.shape
+    KH, KW, _, F = w.shape
+    top, bottom, left, right = padding
+    L, chunks = _lanes(x.dtype), min(N, WEIGHT_GRAD_CHUNKS)
+    rows, pitch = H + top + bottom, W + left + right
+    ew = _round_up(pitch * F, L)
+    planes = _scratch("planes", (nt, rows * pitch + L), x.dtype, zero=True)  # L: read slack
+    E = _scratch("expanded", (nt, rows * ew), x.dtype)
+    dwacc = _scratch("dwc", (chunks, F, KH, KW, L), x.dtype, zero=True)
+    dbacc = _scratch("dbc", (chunks, F, L), x.dtype, zero=True)
+    _expanded_weight_grad(x, top, left, dy, dwacc, dbacc, planes, pitch, E, ew, nt)
+    dw = np.zeros((KH * KW, F), dtype=x.dtype)
+    db = np.zeros((1, F), dtype=x.dtype)
+    _fold_residues(dwacc.sum(axis=0).reshape(F, KH * KW, L), dw)
+    _fold_residues(dbacc.sum(axis=0).reshape(F, 1, L), db)
+    return dw.reshape(KH, KW, 1, F), db.reshape(F)
 
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):

@@ -61,6 +61,17 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_input_grad_rows_d(const double** dy_rows, double** dx_rows, ptrdiff_t nr,
                                ptrdiff_t Wo, ptrdiff_t F, const double* wt, ptrdiff_t KH,
                                ptrdiff_t Sp, ptrdiff_t kh_step, ptrdiff_t pix)
+    bint cnx_has_expanded()  # the expanded-row kernels below exist (AVX-512)
+    void cnx_expand_rows_f(const float* plane, ptrdiff_t pitch, ptrdiff_t rows, ptrdiff_t width,
+                           ptrdiff_t F, float* E, ptrdiff_t ew)
+    void cnx_expand_rows_d(const double* plane, ptrdiff_t pitch, ptrdiff_t rows,
+                           ptrdiff_t width, ptrdiff_t F, double* E, ptrdiff_t ew)
+    void cnx_expanded_weight_grad_f(const float* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
+                                    ptrdiff_t F, const float* dy, ptrdiff_t Ho, ptrdiff_t Wo,
+                                    float* dwacc, float* dbacc)
+    void cnx_expanded_weight_grad_d(const double* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
+                                    ptrdiff_t F, const double* dy, ptrdiff_t Ho, ptrdiff_t Wo,
+                                    double* dwacc, double* dbacc)
 
 
 cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
@@ -232,6 +243,56 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
                     d[j * Cout + c] = buf[c * PO + i * pitch + j] + bias[co + c]
 
 
+cdef inline void _expanded_sample(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t top,
+                                  Py_ssize_t left, floating* plane, Py_ssize_t rows,
+                                  Py_ssize_t pitch, Py_ssize_t F, floating* E,
+                                  Py_ssize_t ew) noexcept nogil:
+    """Sample ``n`` of ``x (N, H, W, 1)`` into the zero-bordered ``(rows, pitch)`` plane at
+    ``(top, left)``, then its rows expanded into ``E`` (see cnx_expand_rows)."""
+    _sample_to_planes(&x[n, 0, 0, 0], x.shape[1], x.shape[2], 1, plane, rows * pitch, rows, pitch,
+                      top, left, 1, 1)
+    if floating is float:
+        cnx_expand_rows_f(plane, pitch, rows, pitch, F, E, ew)
+    else:
+        cnx_expand_rows_d(plane, pitch, rows, pitch, F, E, ew)
+
+
+def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
+                          const floating[:, :, :, ::1] dy, floating[:, :, :, :, ::1] dwacc,
+                          floating[:, :, ::1] dbacc, floating[:, ::1] planes, Py_ssize_t pitch,
+                          floating[:, ::1] E, Py_ssize_t ew, int nt):
+    """Per-chunk partial weight and bias gradients of a one-channel input by expanded rows, by
+    residue: ``dwacc[k] (F, KH, KW, L)`` and ``dbacc[k] (F, L)`` summed over chunk k of the batch
+    (zero-initialised; see cnx_expanded_weight_grad). ``x (N, H, W, 1)`` is padded by
+    ``(top, left)`` into planes of ``pitch`` columns: each thread's plane ``planes[thread]`` (zero
+    borders) and expanded rows ``E[thread]`` (``ew`` apart)."""
+    cdef Py_ssize_t N = x.shape[0], K = dwacc.shape[0], KH = dwacc.shape[2], KW = dwacc.shape[3]
+    cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], rows = Ho + KH - 1
+    cdef Py_ssize_t k, n, tid
+    for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
+        tid = omp_get_thread_num()
+        for n in range(k * N // K, (k + 1) * N // K):
+            _expanded_sample(x, n, top, left, &planes[tid, 0], rows, pitch, F, &E[tid, 0], ew)
+            if floating is float:
+                cnx_expanded_weight_grad_f(&E[tid, 0], ew, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
+                                           &dwacc[k, 0, 0, 0, 0], &dbacc[k, 0, 0])
+            else:
+                cnx_expanded_weight_grad_d(&E[tid, 0], ew, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
+                                           &dwacc[k, 0, 0, 0, 0], &dbacc[k, 0, 0])
+
+
+def _fold_residues(const floating[:, :, ::1] acc, floating[:, ::1] out):
+    """Add ``acc (F, T, L)``, sums by residue (lane l of residue p holds channel (p + l) % F),
+    into ``out (T, F)`` by channel, in a fixed order."""
+    cdef Py_ssize_t F = acc.shape[0], T = acc.shape[1], L = acc.shape[2], p, t, l, f
+    for p in range(F):
+        for t in range(T):
+            f = p
+            for l in range(L):
+                out[t, f] += acc[p, t, l]
+                f = 0 if f + 1 == F else f + 1
+
+
 def _planar_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t rows, Py_ssize_t pitch,
                         Py_ssize_t top, Py_ssize_t left, const floating[:, :, :, ::1] dy,
                         const Py_ssize_t[::1] qoff, floating[:, :, :, ::1] dwc,
@@ -269,6 +330,10 @@ cdef inline void _row_to_planes(const floating* s, Py_ssize_t C, floating* d, Py
     ``(.., C)`` source into the plane row starting at ``row`` of ``C`` planes ``PL`` apart."""
     cdef Py_ssize_t c, j
     cdef floating* plane_row
+    if C == 1 and sc == 1:
+        if j1 > j0:
+            memcpy(d + row + c0 + j0, s + j0, (j1 - j0) * sizeof(floating))
+        return
     for c in range(C):  # along each plane row
         plane_row = d + c * PL + row + c0
         if sc == 1:

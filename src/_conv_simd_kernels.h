@@ -354,6 +354,120 @@ static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_
 }
 
 #undef CNX_PFB
+/* Expanded rows, for the weight gradient with a single input channel and few output channels F
+ * (stride 1, dilation 1). Lanes hold an output row's flat NHWC values t = j * F + f, so the
+ * output gradient is used as it lies. Input row r is expanded to E[r][t] = x[r][t / F] (each
+ * pixel repeated F times); then dw[kh][kw][f] sums E[i + kh][t + kw * F] * dy[i][t] over the
+ * rows i and the t with t % F == f. A vector starting at t0 sees channels (t0 + l) % F in lane l,
+ * so sums are kept per residue p = t0 % F and folded into channels by the caller. Expansion
+ * takes run-time lane permutes, hence AVX-512 only. */
+#if CNX_VBYTES == 64
+
+/* E[r * ew + t] = plane[r * pitch + t / F] for the `rows` rows and t < width * F (whole vectors:
+ * ew >= width * F rounded up to L); reads up to L values past a row's width. */
+static void CNX_NAME(cnx_expand_rows)(const CNX_T* plane, ptrdiff_t pitch, ptrdiff_t rows,
+                                      ptrdiff_t width, ptrdiff_t F, CNX_T* E, ptrdiff_t ew)
+{
+    const ptrdiff_t nv = (width * F + CNX_L - 1) / CNX_L;
+    ptrdiff_t pixel = 0, rep = 0; /* t / F and t % F as t advances */
+    for (ptrdiff_t v = 0; v < nv; v++) {
+        const ptrdiff_t base = pixel;
+        CNX_M index;
+        for (ptrdiff_t l = 0; l < CNX_L; l++) {
+            index[l] = (CNX_I)(pixel - base);
+            if (++rep == F) {
+                rep = 0;
+                pixel++;
+            }
+        }
+        for (ptrdiff_t r = 0; r < rows; r++)
+            CNX_NAME(cnx_store)(E + r * ew + v * CNX_L,
+                                __builtin_shuffle(CNX_NAME(cnx_load)(plane + r * pitch + base),
+                                                  index),
+                                CNX_L);
+    }
+}
+
+/* NK (1 or 2) tap columns from kw at flat offset t0 for one sample, added into
+ * dwacc[p][kh][kw]: the sums over the Ho rows of E[i + kh][t0 + kw * F] * dy[i], lanes outside
+ * `fresh` dropped from dy (the moved-back last vector). The KH vectors of E in use per column
+ * slide down one row per step (one new load per row), and two columns give the multiply-adds
+ * enough independent accumulators. With `sum`, the dy vectors are added there too (bias). */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_columns)(
+    const int KH, const int NK, const CNX_T* E, ptrdiff_t ew, ptrdiff_t KW, ptrdiff_t F,
+    const CNX_T* dy, ptrdiff_t Ho, ptrdiff_t n, ptrdiff_t t0, CNX_M fresh, ptrdiff_t kw,
+    CNX_T* dwacc, CNX_V* sum)
+{
+    const ptrdiff_t p = t0 % F;
+    CNX_V acc[2][CNX_MAX_KH], window[2][CNX_MAX_KH], total = {0};
+    for (int k = 0; k < NK; k++)
+        for (int kh = 0; kh < KH; kh++) {
+            acc[k][kh] = (CNX_V){0};
+            if (kh + 1 < KH)
+                window[k][kh + 1] = CNX_NAME(cnx_load)(E + kh * ew + t0 + (kw + k) * F);
+        }
+    for (ptrdiff_t i = 0; i < Ho; i++) {
+        const CNX_V d = (CNX_V)(fresh & (CNX_M)CNX_NAME(cnx_load)(dy + i * n + t0));
+        total += d;
+        for (int k = 0; k < NK; k++) {
+            for (int kh = 0; kh + 1 < KH; kh++)
+                window[k][kh] = window[k][kh + 1];
+            window[k][KH - 1] = CNX_NAME(cnx_load)(E + (i + KH - 1) * ew + t0 + (kw + k) * F);
+            for (int kh = 0; kh < KH; kh++)
+                acc[k][kh] += window[k][kh] * d;
+        }
+    }
+    if (sum != NULL)
+        *sum += total;
+    for (int k = 0; k < NK; k++)
+        for (int kh = 0; kh < KH; kh++) {
+            CNX_T* dst = dwacc + ((p * KH + kh) * KW + kw + k) * CNX_L;
+            CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[k][kh], CNX_L);
+        }
+}
+
+/* One sample's weight and bias gradients added into dwacc[p][kh][kw] and dbacc[p] (vectors of L
+ * lanes by residue p) from E (Ho + KH - 1 rows, ew apart) and dy (Ho rows of Wo * F values).
+ * Needs Wo * F >= L and KH <= CNX_MAX_KH. */
+static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* E, ptrdiff_t ew, ptrdiff_t KH,
+                                               ptrdiff_t KW, ptrdiff_t F, const CNX_T* dy,
+                                               ptrdiff_t Ho, ptrdiff_t Wo, CNX_T* dwacc,
+                                               CNX_T* dbacc)
+{
+    const ptrdiff_t n = Wo * F;
+    for (ptrdiff_t t = 0; t < n; t += CNX_L) {
+        const ptrdiff_t t0 = t + CNX_L > n ? n - CNX_L : t, p = t0 % F;
+        CNX_M fresh;
+        for (ptrdiff_t l = 0; l < CNX_L; l++)
+            fresh[l] = t0 + l >= t ? -1 : 0;
+        CNX_V sum = {0};
+        for (ptrdiff_t kw = 0; kw < KW; kw += 2) {
+            CNX_V* bias = kw == 0 ? &sum : NULL;
+#define CNX_EXPANDED_CASE(k)                                                                  \
+    case k:                                                                                   \
+        if (kw + 1 < KW)                                                                      \
+            CNX_NAME(cnx_expanded_wgrad_columns)(k, 2, E, ew, KW, F, dy, Ho, n, t0, fresh,    \
+                                                 kw, dwacc, bias);                            \
+        else                                                                                  \
+            CNX_NAME(cnx_expanded_wgrad_columns)(k, 1, E, ew, KW, F, dy, Ho, n, t0, fresh,    \
+                                                 kw, dwacc, bias);                            \
+        break;
+            switch (KH) {
+            CNX_EXPANDED_CASE(1)
+            CNX_EXPANDED_CASE(2)
+            CNX_EXPANDED_CASE(3)
+            CNX_EXPANDED_CASE(4)
+            CNX_EXPANDED_CASE(5)
+            CNX_EXPANDED_CASE(6)
+            CNX_EXPANDED_CASE(7)
+            }
+#undef CNX_EXPANDED_CASE
+        }
+        CNX_NAME(cnx_store)(dbacc + p * CNX_L, CNX_NAME(cnx_load)(dbacc + p * CNX_L) + sum, CNX_L);
+    }
+}
+#endif
+
 #undef CNX_ROWS
 #undef CNX_MAX_KH
 
@@ -442,6 +556,11 @@ static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
     CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
+#if CNX_VBYTES == 64
+    CNX_NAME(cnx_expand_rows), CNX_NAME(cnx_expanded_weight_grad),
+#else
+    NULL, NULL,
+#endif
     (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB, CNX_NAME(cnx_block_items),
 };
 

@@ -279,3 +279,34 @@ def test_conv2d_backward_without_input_grad(backend_name, channels):
     assert dx is not None and none is None
     np.testing.assert_array_equal(dw2, dw)
     np.testing.assert_array_equal(db2, db)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "n, hw, kernel, filters, padding",
+    [
+        (20, (28, 28), (5, 5), 6, 2),  # LeNet-5's first layer, more samples than chunks
+        (3, (9, 11), (3, 3), 4, (1, 0)),
+        (2, (10, 10), (7, 2), 16, 0),
+        (2, (6, 30), (1, 1), 1, 0),
+        (1, (12, 9), (4, 3), 8, (2, 1)),
+        (2, (8, 5), (3, 5), 12, (1, 2)),
+    ],
+)
+def test_one_input_channel_weight_gradient_matches_numpy(
+    compiled_backend, dtype, n, hw, kernel, filters, padding
+):
+    """One input channel (the expanded-row weight gradient on AVX-512): kernel heights 1-7, up
+    to 16 filters, rows whose flat length is and is not a multiple of the vector."""
+    rng = np.random.default_rng(7)
+    x = random_values(rng, (n, *hw, 1), dtype)
+    w = random_values(rng, (*kernel, 1, filters), dtype)
+    y = ops.conv2d(x, w, padding=padding, backend="numpy")
+    dy = random_values(rng, y.shape, dtype)
+    got = ops.conv2d_backward(dy, x, w, padding=padding, backend=compiled_backend,
+                              input_grad=False)
+    want = ops.conv2d_backward(dy, x, w, padding=padding, backend="numpy")
+    terms = y.shape[0] * y.shape[1] * y.shape[2]
+    assert got[0] is None
+    assert_twins_close(got[1], want[1], terms=terms)
+    assert_twins_close(got[2], want[2], terms=terms)
