@@ -142,12 +142,15 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=No
 
 
 def _forward_direct(x, w, b, stride, padding, dilation, y):
-    """Output channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
+    """Output channels in vector lanes, or pixels in lanes when that is cheaper (stride 1), or
+    expanded rows for one input channel."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = y.shape
     (top, bottom, left, right) = padding
     L, taps = _lanes(x.dtype), KH * KW * C
+    if Ho >= EXPANDED_ROWS and _use_expanded(w.shape, Wo, stride, dilation, L):
+        return _forward_expanded(x, w, b, padding, y)
     if stride[0] == stride[1] == 1 and _cost_pixel_lanes(
         Ho, W + left + right, taps, F, L
     ) < _cost_channel_lanes(Ho, Wo, taps, F, L):
@@ -227,28 +230,52 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     return dw_, dbc.sum(axis=0)
 
 
+# The expanded-row forward computes blocks of this many output rows (CNX_ROWS of the AVX-512
+# kernels, src/_conv_simd_kernels.h).
+EXPANDED_ROWS = 8
+
+
 def _use_expanded(w_shape, Wo: int, stride, dilation, L: int) -> bool:
-    """The expanded-row weight gradient applies: one input channel, few output channels, stride
-    and dilation 1, kernel height at most 7 (src/_conv_simd_kernels.h)."""
+    """The expanded-row kernels apply: one input channel, few output channels, stride and
+    dilation 1, kernel height at most 7 (src/_conv_simd_kernels.h)."""
     KH, KW, C, F = w_shape
     return (cnx_has_expanded() and C == 1 and F <= L and Wo * F >= L and KH <= 7
             and stride == (1, 1) and dilation == (1, 1))
 
 
+def _expanded_buffers(x, F: int, padding, nt):
+    """``(planes, pitch, E, ew)``: each thread's zero-bordered input plane (with the vector of
+    slack that the expansion reads) and expanded rows, ``ew`` apart."""
+    _, H, W, _ = x.shape
+    top, bottom, left, right = padding
+    L, rows, pitch = _lanes(x.dtype), H + top + bottom, W + left + right
+    ew = _round_up(pitch * F, L)
+    planes = _scratch("planes", (nt, rows * pitch + L), x.dtype, zero=True)
+    return planes, pitch, _scratch("expanded", (nt, rows * ew), x.dtype), ew
+
+
+def _forward_expanded(x, w, b, padding, y):
+    KH, KW, _, F = w.shape
+    L, nt = _lanes(x.dtype), get_num_threads()
+    wt = np.empty((F, KH * KW, L), dtype=x.dtype)
+    bt = np.empty((F, 1, L), dtype=x.dtype)
+    _by_residue(w.reshape(KH * KW, F), wt)
+    _by_residue((np.zeros(F, dtype=x.dtype) if b is None else b).reshape(1, F), bt)
+    planes, pitch, E, ew = _expanded_buffers(x, F, padding, nt)
+    _expanded_conv(x, padding[0], padding[2], wt, bt.reshape(F, L), y, KH, planes, pitch, E, ew,
+                   nt)
+    return y
+
+
 def _weight_grad_expanded(dy, x, w, padding, nt):
     """``(dw, db)`` by expanded rows: per-chunk partial sums by residue, added in chunk order,
     then folded into channels."""
-    N, H, W, _ = x.shape
     KH, KW, _, F = w.shape
-    top, bottom, left, right = padding
-    L, chunks = _lanes(x.dtype), min(N, WEIGHT_GRAD_CHUNKS)
-    rows, pitch = H + top + bottom, W + left + right
-    ew = _round_up(pitch * F, L)
-    planes = _scratch("planes", (nt, rows * pitch + L), x.dtype, zero=True)  # L: read slack
-    E = _scratch("expanded", (nt, rows * ew), x.dtype)
+    L, chunks = _lanes(x.dtype), min(x.shape[0], WEIGHT_GRAD_CHUNKS)
+    planes, pitch, E, ew = _expanded_buffers(x, F, padding, nt)
     dwacc = _scratch("dwc", (chunks, F, KH, KW, L), x.dtype, zero=True)
     dbacc = _scratch("dbc", (chunks, F, L), x.dtype, zero=True)
-    _expanded_weight_grad(x, top, left, dy, dwacc, dbacc, planes, pitch, E, ew, nt)
+    _expanded_weight_grad(x, padding[0], padding[2], dy, dwacc, dbacc, planes, pitch, E, ew, nt)
     dw = np.zeros((KH * KW, F), dtype=x.dtype)
     db = np.zeros((1, F), dtype=x.dtype)
     _fold_residues(dwacc.sum(axis=0).reshape(F, KH * KW, L), dw)

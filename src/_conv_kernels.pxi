@@ -66,6 +66,12 @@ cdef extern from "_conv_simd.h" nogil:
                            ptrdiff_t F, float* E, ptrdiff_t ew)
     void cnx_expand_rows_d(const double* plane, ptrdiff_t pitch, ptrdiff_t rows,
                            ptrdiff_t width, ptrdiff_t F, double* E, ptrdiff_t ew)
+    void cnx_expanded_conv_f(const float* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
+                             ptrdiff_t F, const float* wt, const float* bt, float* y,
+                             ptrdiff_t Ho, ptrdiff_t Wo)
+    void cnx_expanded_conv_d(const double* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
+                             ptrdiff_t F, const double* wt, const double* bt, double* y,
+                             ptrdiff_t Ho, ptrdiff_t Wo)
     void cnx_expanded_weight_grad_f(const float* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
                                     ptrdiff_t F, const float* dy, ptrdiff_t Ho, ptrdiff_t Wo,
                                     float* dwacc, float* dbacc)
@@ -257,6 +263,28 @@ cdef inline void _expanded_sample(const floating[:, :, :, ::1] x, Py_ssize_t n, 
         cnx_expand_rows_d(plane, pitch, rows, pitch, F, E, ew)
 
 
+def _expanded_conv(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
+                   const floating[:, :, ::1] wt, const floating[:, ::1] bt,
+                   floating[:, :, :, ::1] y, Py_ssize_t KH, floating[:, ::1] planes,
+                   Py_ssize_t pitch, floating[:, ::1] E, Py_ssize_t ew, int nt):
+    """Convolution of a one-channel ``x (N, H, W, 1)`` into ``y (N, Ho, Wo, F)`` by expanded
+    rows, with weights ``wt (F, KH * KW, L)`` and bias ``bt (F, 1, L)`` by residue (see
+    :func:`_by_residue`); ``x`` and the buffers as for :func:`_expanded_weight_grad`. One task
+    per sample."""
+    cdef Py_ssize_t N = x.shape[0], KW = wt.shape[1] // KH
+    cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3], rows = Ho + KH - 1
+    cdef Py_ssize_t n, tid
+    for n in prange(N, nogil=True, num_threads=nt, schedule="static"):
+        tid = omp_get_thread_num()
+        _expanded_sample(x, n, top, left, &planes[tid, 0], rows, pitch, F, &E[tid, 0], ew)
+        if floating is float:
+            cnx_expanded_conv_f(&E[tid, 0], ew, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
+                                &y[n, 0, 0, 0], Ho, Wo)
+        else:
+            cnx_expanded_conv_d(&E[tid, 0], ew, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
+                                &y[n, 0, 0, 0], Ho, Wo)
+
+
 def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
                           const floating[:, :, :, ::1] dy, floating[:, :, :, :, ::1] dwacc,
                           floating[:, :, ::1] dbacc, floating[:, ::1] planes, Py_ssize_t pitch,
@@ -281,9 +309,21 @@ def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssi
                                            &dwacc[k, 0, 0, 0, 0], &dbacc[k, 0, 0])
 
 
+def _by_residue(const floating[:, ::1] v, floating[:, :, ::1] out):
+    """``out[p, t, l] = v[t, (p + l) % F]`` for ``v (T, F)`` and ``out (F, T, L)``: values laid
+    out by lane residue (see cnx_expanded_conv)."""
+    cdef Py_ssize_t F = out.shape[0], T = out.shape[1], L = out.shape[2], p, t, l, f
+    for p in range(F):
+        for t in range(T):
+            f = p
+            for l in range(L):
+                out[p, t, l] = v[t, f]
+                f = 0 if f + 1 == F else f + 1
+
+
 def _fold_residues(const floating[:, :, ::1] acc, floating[:, ::1] out):
-    """Add ``acc (F, T, L)``, sums by residue (lane l of residue p holds channel (p + l) % F),
-    into ``out (T, F)`` by channel, in a fixed order."""
+    """Add ``acc (F, T, L)``, sums by residue (as laid out by :func:`_by_residue`), into
+    ``out (T, F)`` by channel, in a fixed order."""
     cdef Py_ssize_t F = acc.shape[0], T = acc.shape[1], L = acc.shape[2], p, t, l, f
     for p in range(F):
         for t in range(T):

@@ -24,9 +24,11 @@
                             ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);             \
         void (*planar_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t, \
                                    const T*, ptrdiff_t, ptrdiff_t, T*, T*);                     \
-        /* expanded rows (weight gradient, one input channel): NULL below AVX-512 */            \
+        /* expanded rows (one input channel): NULL below AVX-512 */                             \
         void (*expand_rows)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*,          \
                             ptrdiff_t);                                                         \
+        void (*expanded_conv)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*,  \
+                              const T*, T*, ptrdiff_t, ptrdiff_t);                              \
         void (*expanded_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,     \
                                      const T*, ptrdiff_t, ptrdiff_t, T*, T*);                   \
         int lanes;  /* elements per vector */                                                   \
@@ -57,6 +59,8 @@ CNX_SELECTOR(cnx_table, cnx)
 #define cnx_planar_weight_grad_d(...) (cnx_d.planar_weight_grad(__VA_ARGS__))
 #define cnx_expand_rows_f(...) (cnx_f.expand_rows(__VA_ARGS__))
 #define cnx_expand_rows_d(...) (cnx_d.expand_rows(__VA_ARGS__))
+#define cnx_expanded_conv_f(...) (cnx_f.expanded_conv(__VA_ARGS__))
+#define cnx_expanded_conv_d(...) (cnx_d.expanded_conv(__VA_ARGS__))
 #define cnx_expanded_weight_grad_f(...) (cnx_f.expanded_weight_grad(__VA_ARGS__))
 #define cnx_expanded_weight_grad_d(...) (cnx_d.expanded_weight_grad(__VA_ARGS__))
 /* Whether the selected kernels have the expanded-row path. */

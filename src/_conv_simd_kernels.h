@@ -253,6 +253,9 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_planar_conv_block
  * a constant once inlined) kernel rows at dilation 1. */
 #define CNX_ROWS (CNX_RB == 12 ? 8 : 4)
 #define CNX_MAX_KH 7
+/* switch (KH) over 1 .. CNX_MAX_KH, CASE(k) compiling each case with k as a constant. */
+#define CNX_SWITCH_KH(CASE) \
+    switch (KH) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) }
 
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_planar_rows_block)(
     const int KH, const CNX_T* in, ptrdiff_t plane, ptrdiff_t Cin, ptrdiff_t pitch, ptrdiff_t KW,
@@ -295,15 +298,7 @@ static void CNX_NAME(cnx_planar_rows)(const CNX_T* in, ptrdiff_t plane, ptrdiff_
     case k:                                                                                     \
         CNX_NAME(cnx_planar_rows_block)(k, in, plane, Cin, pitch, KW, dw, w, Cout, co, out, q0); \
         break;
-            switch (KH) {
-            CNX_ROWS_CASE(1)
-            CNX_ROWS_CASE(2)
-            CNX_ROWS_CASE(3)
-            CNX_ROWS_CASE(4)
-            CNX_ROWS_CASE(5)
-            CNX_ROWS_CASE(6)
-            CNX_ROWS_CASE(7)
-            }
+            CNX_SWITCH_KH(CNX_ROWS_CASE)
 #undef CNX_ROWS_CASE
         }
     }
@@ -354,13 +349,15 @@ static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_
 }
 
 #undef CNX_PFB
-/* Expanded rows, for the weight gradient with a single input channel and few output channels F
- * (stride 1, dilation 1). Lanes hold an output row's flat NHWC values t = j * F + f, so the
- * output gradient is used as it lies. Input row r is expanded to E[r][t] = x[r][t / F] (each
- * pixel repeated F times); then dw[kh][kw][f] sums E[i + kh][t + kw * F] * dy[i][t] over the
- * rows i and the t with t % F == f. A vector starting at t0 sees channels (t0 + l) % F in lane l,
- * so sums are kept per residue p = t0 % F and folded into channels by the caller. Expansion
- * takes run-time lane permutes, hence AVX-512 only. */
+/* Expanded rows: a single input channel and few output channels F (stride 1, dilation 1). Lanes
+ * hold an output row's flat NHWC values t = j * F + f, so outputs and output gradients are used
+ * as they lie (no channel planes). Input row r is expanded to E[r][t] = x[r][t / F] (each pixel
+ * repeated F times); then y[i][t] = b[f] + sum_{kh, kw} E[i + kh][t + kw * F] * w[kh][kw][f] and
+ * dw[kh][kw][f] sums E[i + kh][t + kw * F] * dy[i][t] over the rows i and the t with
+ * t % F == f. A vector starting at t0 sees channels (t0 + l) % F in lane l: weights come as one
+ * vector per residue p = t0 % F, wt[p][kh][kw][l] = w[kh][kw][(p + l) % F] (bt[p] for the
+ * bias), and gradient sums are kept per residue and folded into channels by the caller.
+ * Expansion takes run-time lane permutes, hence AVX-512 only. */
 #if CNX_VBYTES == 64
 
 /* E[r * ew + t] = plane[r * pitch + t / F] for the `rows` rows and t < width * F (whole vectors:
@@ -385,6 +382,52 @@ static void CNX_NAME(cnx_expand_rows)(const CNX_T* plane, ptrdiff_t pitch, ptrdi
                                 __builtin_shuffle(CNX_NAME(cnx_load)(plane + r * pitch + base),
                                                   index),
                                 CNX_L);
+    }
+}
+
+/* Output rows i0 .. i0 + CNX_ROWS - 1 at flat offset t0: each loaded vector of E feeds up to KH
+ * (a constant once inlined) rows. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_block)(
+    const int KH, const CNX_T* E, ptrdiff_t ew, ptrdiff_t KW, ptrdiff_t F, const CNX_T* wt,
+    const CNX_T* bt, CNX_T* y, ptrdiff_t yrow, ptrdiff_t i0, ptrdiff_t t0)
+{
+    const ptrdiff_t p = t0 % F;
+    CNX_V acc[CNX_ROWS];
+    for (int r = 0; r < CNX_ROWS; r++)
+        acc[r] = CNX_NAME(cnx_load)(bt + p * CNX_L);
+    for (ptrdiff_t kw = 0; kw < KW; kw++) {
+        CNX_V xs[CNX_ROWS + CNX_MAX_KH - 1];
+        for (int u = 0; u < CNX_ROWS + KH - 1; u++)
+            xs[u] = CNX_NAME(cnx_load)(E + (i0 + u) * ew + t0 + kw * F);
+        for (int kh = 0; kh < KH; kh++) {
+            const CNX_V wv = CNX_NAME(cnx_load)(wt + ((p * KH + kh) * KW + kw) * CNX_L);
+            for (int r = 0; r < CNX_ROWS; r++)
+                acc[r] += xs[r + kh] * wv;
+        }
+    }
+    for (int r = 0; r < CNX_ROWS; r++)
+        CNX_NAME(cnx_store)(y + (i0 + r) * yrow + t0, acc[r], CNX_L);
+}
+
+/* One sample: y (Ho, Wo * F values) from its expanded rows E (Ho + KH - 1 rows, ew apart).
+ * Blocks of CNX_ROWS rows by one vector, the last of each moved back to end at row Ho and at
+ * the row's end: needs Ho >= CNX_ROWS, Wo * F >= L and KH <= CNX_MAX_KH. */
+static void CNX_NAME(cnx_expanded_conv)(const CNX_T* E, ptrdiff_t ew, ptrdiff_t KH,
+                                        ptrdiff_t KW, ptrdiff_t F, const CNX_T* wt,
+                                        const CNX_T* bt, CNX_T* y, ptrdiff_t Ho, ptrdiff_t Wo)
+{
+    const ptrdiff_t n = Wo * F;
+    for (ptrdiff_t i = 0; i < Ho; i += CNX_ROWS) {
+        const ptrdiff_t i0 = i + CNX_ROWS > Ho ? Ho - CNX_ROWS : i;
+        for (ptrdiff_t t = 0; t < n; t += CNX_L) {
+            const ptrdiff_t t0 = t + CNX_L > n ? n - CNX_L : t;
+#define CNX_EXPANDED_CASE(k)                                                                \
+    case k:                                                                                 \
+        CNX_NAME(cnx_expanded_block)(k, E, ew, KW, F, wt, bt, y, n, i0, t0);                \
+        break;
+            CNX_SWITCH_KH(CNX_EXPANDED_CASE)
+#undef CNX_EXPANDED_CASE
+        }
     }
 }
 
@@ -452,15 +495,7 @@ static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* E, ptrdiff_t ew, ptr
             CNX_NAME(cnx_expanded_wgrad_columns)(k, 1, E, ew, KW, F, dy, Ho, n, t0, fresh,    \
                                                  kw, dwacc, bias);                            \
         break;
-            switch (KH) {
-            CNX_EXPANDED_CASE(1)
-            CNX_EXPANDED_CASE(2)
-            CNX_EXPANDED_CASE(3)
-            CNX_EXPANDED_CASE(4)
-            CNX_EXPANDED_CASE(5)
-            CNX_EXPANDED_CASE(6)
-            CNX_EXPANDED_CASE(7)
-            }
+            CNX_SWITCH_KH(CNX_EXPANDED_CASE)
 #undef CNX_EXPANDED_CASE
         }
         CNX_NAME(cnx_store)(dbacc + p * CNX_L, CNX_NAME(cnx_load)(dbacc + p * CNX_L) + sum, CNX_L);
@@ -470,6 +505,7 @@ static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* E, ptrdiff_t ew, ptr
 
 #undef CNX_ROWS
 #undef CNX_MAX_KH
+#undef CNX_SWITCH_KH
 
 /* Sum of the lanes of v, in lane order (deterministic). */
 static inline CNX_T CNX_NAME(cnx_hsum)(CNX_V v)
@@ -557,9 +593,9 @@ static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
 #if CNX_VBYTES == 64
-    CNX_NAME(cnx_expand_rows), CNX_NAME(cnx_expanded_weight_grad),
+    CNX_NAME(cnx_expand_rows), CNX_NAME(cnx_expanded_conv), CNX_NAME(cnx_expanded_weight_grad),
 #else
-    NULL, NULL,
+    NULL, NULL, NULL,
 #endif
     (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB, CNX_NAME(cnx_block_items),
 };

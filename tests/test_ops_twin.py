@@ -293,15 +293,19 @@ def test_conv2d_backward_without_input_grad(backend_name, channels):
         (2, (8, 5), (3, 5), 12, (1, 2)),
     ],
 )
-def test_one_input_channel_weight_gradient_matches_numpy(
+def test_one_input_channel_conv_matches_numpy(
     compiled_backend, dtype, n, hw, kernel, filters, padding
 ):
-    """One input channel (the expanded-row weight gradient on AVX-512): kernel heights 1-7, up
-    to 16 filters, rows whose flat length is and is not a multiple of the vector."""
+    """One input channel (expanded rows on AVX-512; the forward from 8 output rows): kernel
+    heights 1-7, up to 16 filters, rows whose flat length is and is not a multiple of the
+    vector."""
     rng = np.random.default_rng(7)
     x = random_values(rng, (n, *hw, 1), dtype)
     w = random_values(rng, (*kernel, 1, filters), dtype)
-    y = ops.conv2d(x, w, padding=padding, backend="numpy")
+    b = random_values(rng, (filters,), dtype)
+    y = ops.conv2d(x, w, b, padding=padding, backend="numpy")
+    assert_twins_close(ops.conv2d(x, w, b, padding=padding, backend=compiled_backend), y,
+                       terms=kernel[0] * kernel[1] + 1)
     dy = random_values(rng, y.shape, dtype)
     got = ops.conv2d_backward(dy, x, w, padding=padding, backend=compiled_backend,
                               input_grad=False)
