@@ -12,7 +12,10 @@ Algorithms, chosen per call from the shapes:
     (forward) or kernel taps (weight gradient) accumulated by outer products;
   - pixel lanes (stride 1, few channels): channel planes with consecutive pixels in the lanes;
   - input gradient: a scatter of each output pixel through the kernel (the kernel row's span of
-    input cells in the lanes), or a pixel-lane transposed convolution for few input channels.
+    input cells in the lanes), or a pixel-lane transposed convolution for few input channels;
+  - expanded rows (AVX-512, one input channel, at most one vector of output channels, stride 1):
+    an output row's flat (pixel, channel) values in the lanes and each input pixel repeated per
+    channel, so outputs and output gradients are used as they lie (forward and weight gradient).
   A small cost model (vector multiply-adds) picks channel or pixel lanes per direction.
 * GEMM, for many channels (``KH*KW*C >= 64`` and ``F >= 32``) when the kernels have no AVX-512:
   im2col of a chunk of samples into a reused buffer, one matrix product through numpy's BLAS,
