@@ -263,25 +263,46 @@ static inline ptrdiff_t CNX_NAME(cnx_packed_tiles)(ptrdiff_t row, ptrdiff_t kw, 
 }
 #endif
 
-/* Output rows [r0, r1) (row r = n * Ho + oh: tiles of input rows n * H + oh * kh ...): packed
- * tiles first, then the others cell by cell; the lane tables are set up once per call. */
+/* What every output row of a call shares: the first tile left to the per-cell path, and the
+ * lane tables of the KEEP placement and (AVX-512) of the packed path. */
+typedef struct {
+    ptrdiff_t first;
+    CNX_M ours, lanes, channel, group;
+} CNX_NAME(cnx_plan);
+
+static inline CNX_NAME(cnx_plan) CNX_NAME(cnx_make_plan)(ptrdiff_t row, ptrdiff_t kw,
+                                                         ptrdiff_t C, ptrdiff_t Wo)
+{
+    CNX_NAME(cnx_plan) plan;
+    plan.first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
+    plan.ours = CNX_NAME(cnx_own_lanes)(C);
+#if CNX_VBYTES == 64
+    CNX_NAME(cnx_packed_lanes)(kw, C, &plan.lanes, &plan.channel, &plan.group);
+#endif
+    return plan;
+}
+
+/* Offset of the first input row of output row r = n * Ho + oh: input row n * H + oh * kh. */
+static inline ptrdiff_t CNX_NAME(cnx_band)(ptrdiff_t r, ptrdiff_t H, ptrdiff_t Ho, ptrdiff_t kh,
+                                           ptrdiff_t row)
+{
+    return ((r / Ho) * H + (r % Ho) * kh) * row;
+}
+
+/* Output rows [r0, r1): packed tiles first, then the others cell by cell. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_rows_forward)(
     const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, ptrdiff_t H,
     ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1, CNX_T* y)
 {
-    const ptrdiff_t first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
-    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
-#if CNX_VBYTES == 64
-    CNX_M lanes, channel, group;
-    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
-#endif
+    const CNX_NAME(cnx_plan) plan = CNX_NAME(cnx_make_plan)(row, kw, C, Wo);
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const CNX_T* band = x + ((r / Ho) * H + (r % Ho) * kh) * row;
-        CNX_T* out = y + r * Wo * C;
+        const CNX_T* band = x + CNX_NAME(cnx_band)(r, H, Ho, kh, row);
 #if CNX_VBYTES == 64
-        CNX_NAME(cnx_packed_forward)(mode, band, row, kh, kw, C, first, out, lanes);
+        CNX_NAME(cnx_packed_forward)(mode, band, row, kh, kw, C, plan.first, y + r * Wo * C,
+                                     plan.lanes);
 #endif
-        CNX_NAME(cnx_tile_forward)(mode, band, row, kh, kw, C, first, Wo, out, ours);
+        CNX_NAME(cnx_tile_forward)(mode, band, row, kh, kw, C, plan.first, Wo, y + r * Wo * C,
+                                   plan.ours);
     }
 }
 
@@ -290,21 +311,15 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_rows_backward)(
     ptrdiff_t H, ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
     ptrdiff_t r1, CNX_T* dx)
 {
-    const ptrdiff_t first = CNX_NAME(cnx_packed_tiles)(row, kw, C, Wo);
-    const CNX_M ours = CNX_NAME(cnx_own_lanes)(C);
-#if CNX_VBYTES == 64
-    CNX_M lanes, channel, group;
-    CNX_NAME(cnx_packed_lanes)(kw, C, &lanes, &channel, &group);
-#endif
+    const CNX_NAME(cnx_plan) plan = CNX_NAME(cnx_make_plan)(row, kw, C, Wo);
     for (ptrdiff_t r = r0; r < r1; r++) {
-        const ptrdiff_t band = ((r / Ho) * H + (r % Ho) * kh) * row;
-        const CNX_T* grad = dy + r * Wo * C;
+        const ptrdiff_t band = CNX_NAME(cnx_band)(r, H, Ho, kh, row);
 #if CNX_VBYTES == 64
-        CNX_NAME(cnx_packed_backward)(mode, x + band, grad, row, kh, kw, C, first, dx + band,
-                                      lanes, channel, group);
+        CNX_NAME(cnx_packed_backward)(mode, x + band, dy + r * Wo * C, row, kh, kw, C, plan.first,
+                                      dx + band, plan.lanes, plan.channel, plan.group);
 #endif
-        CNX_NAME(cnx_tile_backward)(mode, x + band, grad, row, kh, kw, C, first, Wo, dx + band,
-                                    ours);
+        CNX_NAME(cnx_tile_backward)(mode, x + band, dy + r * Wo * C, row, kh, kw, C, plan.first,
+                                    Wo, dx + band, plan.ours);
     }
 }
 
