@@ -333,7 +333,7 @@ class Sequential:
         with self._blas_policy():
             for i, layer in enumerate(self.layers):
                 if i in pairs:
-                    x = layer.forward_preactivation(x)
+                    x = layer.forward_preactivation(x, training)
                 elif i - 1 in pairs:
                     x = self._pool_then_relu(i, x, training)
                 else:

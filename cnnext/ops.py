@@ -1,7 +1,8 @@
 """Public functional ops, channels-last: validate every argument, then call a backend's kernel.
 
 Shapes: activations ``x (N, H, W, C)``, conv weights ``w (KH, KW, C, F)``, bias ``b (F,)``,
-outputs ``y (N, Ho, Wo, F)`` (``F = C`` for pooling). ``stride``, ``dilation``, ``size`` and
+outputs ``y (N, Ho, Wo, F)`` (``F = C`` for pooling); the dense ops take ``x (N, D)``,
+``w (D, U)``, ``b (U,)`` and give ``y (N, U)``. ``stride``, ``dilation``, ``size`` and
 ``scale`` are an int or an ``(h, w)`` pair of positive ints. ``padding`` is an int, an ``(ph, pw)``
 pair, ``"valid"`` or ``"same"``; ``"same"`` follows TensorFlow/Keras: the output has
 ``ceil(H / stride)`` rows and an odd padding total puts the extra row at the bottom and the extra
@@ -58,9 +59,9 @@ _LAYOUTS = {"x": "(N, H, W, C)", "w": "(KH, KW, C, F)", "b": "(F,)", "dy": "(N, 
 # --- argument checks ----------------------------------------------------------------------------
 
 
-def _array(op: str, name: str, a, ndim: int | None) -> np.ndarray:
-    """``a`` as an ndarray of ``ndim`` dims (None: any) and dtype float32/float64 (maybe not
-    contiguous)."""
+def _array(op: str, name: str, a, ndim: int | None, layout: str | None = None) -> np.ndarray:
+    """``a`` as an ndarray of ``ndim`` dims (None: any; ``layout`` names them when it is not the
+    conv layout of ``name``) and dtype float32/float64 (maybe not contiguous)."""
     if type(a) is not np.ndarray:
         try:
             a = np.asarray(a)
@@ -75,7 +76,7 @@ def _array(op: str, name: str, a, ndim: int | None) -> np.ndarray:
         a = a.astype(np.float32)
     if ndim is not None and a.ndim != ndim:
         raise ValueError(
-            f"{op}: {name} must be {ndim}-D {_LAYOUTS[name]}, got {name}.shape={a.shape}"
+            f"{op}: {name} must be {ndim}-D {layout or _LAYOUTS[name]}, got {name}.shape={a.shape}"
         )
     return a
 
@@ -390,6 +391,71 @@ def upsample2d_backward(dy, scale: int | Pair, backend: str | None = None,
     if n == 0:
         return into(out, np.zeros(dx_shape, dtype=dy.dtype))
     return kernels.upsample2d_backward(dy, scale, out)
+
+
+# --- dense (fully connected) --------------------------------------------------------------------
+
+_DENSE_LAYOUTS = {"x": "(N, D)", "w": "(D, U)", "b": "(U,)", "dy": "(N, U)"}
+
+
+def _dense_arrays(op: str, **arrays) -> dict[str, np.ndarray]:
+    """The dense op's arrays validated (None passes): 2-D ``x (N, D)``, ``w (D, U)`` and
+    ``dy (N, U)`` of matching sizes and 1-D ``b (U,)``, none empty but N."""
+    checked = {name: None if a is None else
+               _array(op, name, a, 1 if name == "b" else 2, _DENSE_LAYOUTS[name])
+               for name, a in arrays.items()}
+    x, w = checked["x"], checked["w"]
+    _nonempty(op, "x", x.shape, 1)
+    _nonempty(op, "w", w.shape, 0)
+    if x.shape[1] != w.shape[0]:
+        raise ValueError(f"{op}: x has {x.shape[1]} features (x.shape={x.shape}) but w expects "
+                         f"{w.shape[0]} (w.shape={w.shape})")
+    b = checked.get("b")
+    if b is not None and b.shape != (w.shape[1],):
+        raise ValueError(f"{op}: b.shape={b.shape} does not match the {w.shape[1]} units of w "
+                         f"(w.shape={w.shape}); expected b.shape={(w.shape[1],)}")
+    dy = checked.get("dy")
+    if dy is not None:
+        _check_dy(op, dy.shape, (x.shape[0], w.shape[1]),
+                  lambda: f"x.shape={x.shape}, w.shape={w.shape}")
+    return checked
+
+
+def dense(x, w, b=None, backend: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Fully connected layer: ``x (N, D) @ w (D, U) + b (U,)`` (no bias when ``b`` is None);
+    returns ``y (N, U)``."""
+    kernels = _backend.resolve(backend)
+    x, w, b = _contiguous(*_dense_arrays("dense", x=x, w=w, b=b).values())
+    y_shape = (x.shape[0], w.shape[1])
+    out = _out("dense", out, y_shape, x.dtype, x, w, b)
+    _check_memory("dense", x.dtype, y_shape)
+    if x.shape[0] == 0:
+        return into(out, np.zeros(y_shape, dtype=x.dtype))
+    return kernels.dense_forward(x, w, b, out)
+
+
+def dense_backward(
+    dy,
+    x,
+    w,
+    backend: str | None = None,
+    input_grad: bool = True,
+    out: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Gradients of :func:`dense` given ``dy (N, U)``: ``(dx (N, D), dw (D, U), db (U,))``.
+    ``input_grad=False`` skips ``dx`` (returned as None); ``out`` then must be None."""
+    op = "dense_backward"
+    kernels = _backend.resolve(backend)
+    dy, x, w = _contiguous(*_dense_arrays(op, dy=dy, x=x, w=w).values())
+    input_grad = bool(input_grad)
+    if out is not None and not input_grad:
+        raise ValueError(f"{op}: out is given but input_grad=False computes no dx")
+    out = _out(op, out, x.shape, x.dtype, dy, x, w)
+    _check_memory(op, x.dtype, x.shape, w.shape)
+    if x.shape[0] == 0:
+        dx = into(out, np.zeros_like(x)) if input_grad else None
+        return dx, np.zeros_like(w), np.zeros(w.shape[1], dtype=w.dtype)
+    return kernels.dense_backward(dy, x, w, input_grad, out)
 
 
 # --- ReLU ---------------------------------------------------------------------------------------

@@ -7,11 +7,13 @@ and is returned. :func:`output` and :func:`into` are the two backends' side of t
 A :class:`Workspace` holds the named arrays one layer writes its results into, so that a model
 allocates no new large buffers from one batch to the next. Each name is backed by one byte buffer
 that grows to the largest size asked for, so alternating batch sizes (training, then validation,
-then the last partial batch) reuse it too.
+then the last partial batch) reuse it too. :func:`scratch` gives the compiled kernels their
+temporary arrays the same way, from one workspace per Python thread.
 """
 from __future__ import annotations
 
 import math
+import threading
 from typing import Optional
 
 import numpy as np
@@ -30,9 +32,15 @@ def into(out: Optional[np.ndarray], result: np.ndarray) -> np.ndarray:
     return out
 
 
+# Workspace arrays start on a cache-line boundary (so threads writing neighbouring parts of one
+# share no cache line when the parts are multiples of 64 bytes).
+ALIGNMENT = 64
+
+
 class Workspace:
     """Named arrays reused across calls: ``array(name, shape, dtype)`` returns a view of the
-    buffer kept for ``name``, reallocated only when it is too small. Its contents are whatever the
+    buffer kept for ``name``, reallocated only when it is too small, starting at a multiple of
+    ALIGNMENT bytes. Its contents are whatever the
     last user left there. Arrays of one name share memory, so a name has one user at a time."""
 
     def __init__(self) -> None:
@@ -46,9 +54,10 @@ class Workspace:
         dtype = np.dtype(dtype)
         nbytes = math.prod(shape) * dtype.itemsize
         buf = self._buffers.get(name)
-        if buf is None or buf.nbytes < nbytes:
-            buf = self._buffers[name] = np.empty(nbytes, dtype=np.uint8)
-        view = self._views[name] = buf[:nbytes].view(dtype).reshape(shape)
+        if buf is None or buf.nbytes < nbytes + ALIGNMENT:
+            buf = self._buffers[name] = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+        start = -buf.ctypes.data % ALIGNMENT
+        view = self._views[name] = buf[start : start + nbytes].view(dtype).reshape(shape)
         return view
 
     @property
@@ -60,3 +69,18 @@ class Workspace:
         """Release every buffer."""
         self._buffers.clear()
         self._views.clear()
+
+
+_scratch = threading.local()
+
+
+def scratch(name: str, shape: tuple, dtype, zero: bool = False) -> np.ndarray:
+    """A compiled kernel's temporary array ``name`` from this Python thread's scratch workspace,
+    zero-filled when ``zero`` (else holding whatever its last user left)."""
+    workspace = getattr(_scratch, "workspace", None)
+    if workspace is None:
+        workspace = _scratch.workspace = Workspace()
+    arr = workspace.array(name, tuple(shape), dtype)
+    if zero:
+        arr.fill(0)
+    return arr

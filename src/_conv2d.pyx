@@ -25,12 +25,10 @@ Weight and bias gradients are summed per fixed batch chunk (the split depends on
 and the chunks are added in order, so the direct kernels give bit-identical results for any
 thread count (the GEMM path inherits BLAS's rounding, which may vary with its thread count).
 """
-import threading
-
 import numpy as np
 
 from cnnext._config import get_num_threads
-from cnnext.workspace import output
+from cnnext.workspace import output, scratch
 
 include "_conv_kernels.pxi"
 include "_simd_level.pxi"
@@ -39,23 +37,6 @@ include "_simd_level.pxi"
 WEIGHT_GRAD_CHUNKS = 16
 # GEMM path: an im2col buffer holds at most this many elements (but always one whole sample).
 GEMM_TILE_ELEMENTS = 1 << 22
-
-
-_workspace = threading.local()
-
-
-def _scratch(name: str, shape, dtype, zero: bool = False):
-    """A scratch array for one step of one call, backed by a buffer kept per Python thread and
-    per ``name`` and grown on demand: reusing it spares the page faults of fresh large arrays."""
-    buffers = _workspace.__dict__.setdefault("buffers", {})
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buf = buffers.get(name)
-    if buf is None or buf.nbytes < nbytes:
-        buf = buffers[name] = np.empty(nbytes, dtype=np.uint8)
-    arr = buf[:nbytes].view(dtype).reshape(shape)
-    if zero:
-        arr.fill(0)
-    return arr
 
 
 def _round_up(n: int, m: int) -> int:
@@ -114,7 +95,7 @@ def _padded_input(x, padding, windows, KW, sw, dw, nt) -> np.ndarray:
     Wp = max(W + left + right, (windows - 1) * sw + (KW - 1) * dw + 1)
     if top == bottom == left == 0 and Wp == W:
         return x
-    xpad = _scratch("xpad", (N, H + top + bottom, Wp, C), x.dtype)
+    xpad = scratch("xpad", (N, H + top + bottom, Wp, C), x.dtype)
     xpad[:, :top] = 0
     xpad[:, top + H :] = 0
     xpad[:, top : top + H, :left] = 0
@@ -198,10 +179,10 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     dyp = dy
     if Fp != F:
-        dyp = _scratch("dyp", (N, Ho, Wo, Fp), x.dtype, zero=True)
+        dyp = scratch("dyp", (N, Ho, Wo, Fp), x.dtype, zero=True)
         _place(dy, dyp, 0, 0, 1, 1, nt)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
-    dwc = _scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype, zero=True)
+    dwc = scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype, zero=True)
     dbc = np.zeros((chunks, Fp), dtype=x.dtype)
     _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
                         stride[1], dilation[0], nt)
@@ -222,12 +203,12 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     qoff[: KH * KW] = taps
     nq = _round_up(Ho * pitch, _lanes(x.dtype))
     # each thread's planes of one sample: its input, and its output gradient (zero past Ho rows)
-    planes = _scratch("planes", (nt, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
+    planes = scratch("planes", (nt, C, max(rows * pitch, nq + int(taps.max()))), x.dtype,
                       zero=True)
-    dy_planes = _scratch("dy_planes", (nt, F, nq), x.dtype, zero=True)
+    dy_planes = scratch("dy_planes", (nt, F, nq), x.dtype, zero=True)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
-    dwc = _scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
-    dbc = _scratch("dbc", (chunks, F), x.dtype, zero=True)
+    dwc = scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
+    dbc = scratch("dbc", (chunks, F), x.dtype, zero=True)
     _planar_weight_grad(x, rows, pitch, top, left, dy, qoff, dwc, dbc, planes, dy_planes, nt)
     dw_ = np.ascontiguousarray(dwc.sum(axis=0).transpose(1, 2, 0)).reshape(KH, KW, C, F)
     return dw_, dbc.sum(axis=0)
@@ -253,8 +234,8 @@ def _expanded_buffers(x, F: int, padding, nt):
     top, bottom, left, right = padding
     L, rows, pitch = _lanes(x.dtype), H + top + bottom, W + left + right
     ew = _round_up(pitch * F, L)
-    planes = _scratch("planes", (nt, rows * pitch + L), x.dtype, zero=True)
-    return planes, pitch, _scratch("expanded", (nt, rows * ew), x.dtype), ew
+    planes = scratch("planes", (nt, rows * pitch + L), x.dtype, zero=True)
+    return planes, pitch, scratch("expanded", (nt, rows * ew), x.dtype), ew
 
 
 def _forward_expanded(x, w, b, padding, y):
@@ -276,8 +257,8 @@ def _weight_grad_expanded(dy, x, w, padding, nt):
     KH, KW, _, F = w.shape
     L, chunks = _lanes(x.dtype), min(x.shape[0], WEIGHT_GRAD_CHUNKS)
     planes, pitch, E, ew = _expanded_buffers(x, F, padding, nt)
-    dwacc = _scratch("dwc", (chunks, F, KH, KW, L), x.dtype, zero=True)
-    dbacc = _scratch("dbc", (chunks, F, L), x.dtype, zero=True)
+    dwacc = scratch("dwc", (chunks, F, KH, KW, L), x.dtype, zero=True)
+    dbacc = scratch("dbc", (chunks, F, L), x.dtype, zero=True)
     _expanded_weight_grad(x, padding[0], padding[2], dy, dwacc, dbacc, planes, pitch, E, ew, nt)
     dw = np.zeros((KH * KW, F), dtype=x.dtype)
     db = np.zeros((1, F), dtype=x.dtype)
@@ -325,7 +306,7 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt):
     Sp = _round_up(span, _lanes(x.dtype))
     wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
     wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
-    dxpad = _scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype, zero=True)
+    dxpad = scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype, zero=True)
     _scatter_input_grad(dy, wt, dxpad, C, sh, sw, dh, nt)
     _place(dxpad[:, :, : Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
     return dx
@@ -368,9 +349,9 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):
     qoff = (np.arange(KH)[:, None] * dh * pitch + np.arange(KW) * dw).ravel().astype(np.intp)
     nq = max(Ho * pitch, cnx_f.qb * _lanes(src.dtype))  # outputs computed per plane
     # each thread's input planes (one sample) and output planes (one group of channels)
-    planes = _scratch("planes", (nt, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
+    planes = scratch("planes", (nt, Cin, max(rows * pitch, nq + int(qoff.max()))), src.dtype,
                       zero=True)
-    out = _scratch("planes_out", (nt, PLANAR_GROUP, nq), src.dtype)
+    out = scratch("planes_out", (nt, PLANAR_GROUP, nq), src.dtype)
     _planar_conv(src, rows, pitch, origin[0], origin[1], spread[0], spread[1], qoff,
                  w.reshape(KH * KW, Cin, Cout), bias, y, KH, dh, dw, planes,
                  np.full(nt, -1, dtype=np.intp), out, nt)
@@ -394,7 +375,7 @@ def _forward_gemm(x, w, b, stride, padding, dilation, y):
     w2d = w.reshape(K, F)
     y2d = y.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
-    cols = _scratch("cols", (step * P, K), x.dtype)
+    cols = scratch("cols", (step * P, K), x.dtype)
     for n0 in range(0, N, step):
         n1 = min(N, n0 + step)
         _im2col(x, cols, n0, n1, Ho, Wo, KH, KW, sh, sw, top, left, dh, dw, nt)
@@ -417,8 +398,8 @@ def _backward_gemm(dy, x, w, stride, padding, dilation, dx):
     w2d = w.reshape(K, F)
     dy2d = dy.reshape(N * P, F)
     step = _gemm_chunk(N, Ho, Wo, K)
-    cols = _scratch("cols", (step * P, K), x.dtype)
-    dcols = _scratch("dcols", (step * P, K), x.dtype) if dx is not None else None
+    cols = scratch("cols", (step * P, K), x.dtype)
+    dcols = scratch("dcols", (step * P, K), x.dtype) if dx is not None else None
     dw2d = np.zeros((K, F), dtype=x.dtype)
     part = np.empty_like(dw2d)
     for n0 in range(0, N, step):

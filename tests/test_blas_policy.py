@@ -1,5 +1,5 @@
-"""While a model runs on the compiled backend with several kernel threads, numpy's BLAS (used by
-Dense layers) is held to one thread, so the two thread pools never busy-wait against each other;
+"""While a model runs on the compiled backend with several kernel threads, numpy's BLAS (which
+numpy expressions in layers and losses may call) is held to one thread, so the two thread pools never busy-wait against each other;
 the user's BLAS setting is restored afterwards, also across Python threads and on errors."""
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def recording_model(backend: str, seen: list[list[int]]) -> cnnext.Sequential:
     dense = Dense(3, activation="softmax")
     original = dense.affine_forward
 
-    def affine_forward(x):
+    def affine_forward(x, training=False):
         seen.append(blas_threads())
-        return original(x)
+        return original(x, training)
 
     dense.affine_forward = affine_forward
     model = cnnext.Sequential([Conv2D(2, 3, activation="relu", input_shape=(6, 6, 1)), Flatten(),

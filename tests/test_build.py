@@ -19,8 +19,8 @@ from cnnext import backend
 from cnnext._config import openmp_enabled
 from cnnext.backend import numpy_ops
 
-EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_activation", "_openmp")
-SIMD_LEVELS = ("avx512", "avx2", "baseline")  # simd_level() of _conv2d and _pool2d
+EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_dense", "_activation", "_openmp")
+SIMD_LEVELS = ("avx512", "avx2", "baseline")  # simd_level() of _conv2d, _pool2d and _dense
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -78,10 +78,10 @@ def test_config_reports_the_simd_level() -> None:
         return
     from cnnext._ext import _conv2d
 
-    from cnnext._ext import _pool2d
+    from cnnext._ext import _dense, _pool2d
 
     assert config["simd"] in SIMD_LEVELS
-    assert config["simd"] == _conv2d.simd_level() == _pool2d.simd_level()
+    assert config["simd"] == _conv2d.simd_level() == _pool2d.simd_level() == _dense.simd_level()
 
 
 def _built_wheel(tmp_path: Path) -> Path:
@@ -177,6 +177,27 @@ def test_every_simd_level_of_tile_pooling_matches_the_numpy_twin(level: str) -> 
                     np.testing.assert_array_equal(_pool2d.pool2d_backward(dy, x, *args),
                                                   numpy_ops.pool2d_backward(dy, x, *args),
                                                   err_msg=f"{c} {size} {hw} {mode}")
+
+
+@pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
+def test_every_simd_level_of_dense_matches_the_numpy_twin(level: str) -> None:
+    """Row counts around the register tile (6 or 12 rows) and column counts around one and two
+    vectors (2, 4 or 8 float64 lanes, twice as many float32)."""
+    from cnnext._ext import _dense
+
+    with _simd_level(_dense, level):
+        rng = np.random.default_rng(2)
+        for n, d, u in ((1, 1, 1), (5, 3, 7), (13, 17, 33), (25, 8, 16), (40, 31, 65)):
+            for dtype in (np.float32, np.float64):
+                x, w = rng.standard_normal((n, d)), rng.standard_normal((d, u))
+                b, dy = rng.standard_normal(u), rng.standard_normal((n, u))
+                x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
+                tol = 1e-12 if dtype == np.float64 else 1e-5
+                np.testing.assert_allclose(_dense.dense_forward(x, w, b),
+                                           numpy_ops.dense_forward(x, w, b), rtol=tol, atol=tol)
+                for got, want in zip(_dense.dense_backward(dy, x, w),
+                                     numpy_ops.dense_backward(dy, x, w)):
+                    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
 def test_wheel_is_a_platform_wheel_with_every_extension(tmp_path: Path) -> None:

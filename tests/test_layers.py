@@ -139,6 +139,33 @@ def test_conv_layer_matches_functional_op(backend_name):
     assert layer.output_shape == expected.shape[1:] == (5, 4, 4)
 
 
+def test_dense_products_run_on_the_calling_thread_in_training(backend_name, monkeypatch):
+    """Training passes ask the kernels for one thread (the optimizer rewrites the kernel on this
+    thread every step); inference passes leave the thread count to cnnext.set_num_threads."""
+    from cnnext import Sequential
+    from cnnext.backend import resolve
+
+    kernels = resolve(backend_name)
+    calls: list[tuple[str, object]] = []
+    for name in ("dense_forward", "dense_backward"):
+        original = getattr(kernels, name)
+
+        def spy(*args, _name=name, _original=original, **kwargs):
+            calls.append((_name, args[-1]))  # the model passes threads last
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(kernels, name, spy)
+    model = Sequential([L.Dense(3, activation="relu", input_shape=(4,)), L.Dense(2)],
+                       seed=0, backend=backend_name)
+    model.compile("sgd", "mse")
+    x = RNG.standard_normal((6, 4)).astype(np.float32)
+    model.train_on_batch(x, np.zeros((6, 2), np.float32))
+    assert calls == [("dense_forward", 1)] * 2 + [("dense_backward", 1)] * 2
+    calls.clear()
+    model.predict(x)
+    assert calls == [("dense_forward", None)] * 2
+
+
 @pytest.mark.parametrize("layer, input_shape, expected", [
     (L.Conv2D(8, 3), (28, 28, 1), (26, 26, 8)),
     (L.Conv2D(8, 5, padding="same", strides=2), (28, 28, 1), (14, 14, 8)),

@@ -104,6 +104,23 @@ def test_upsample2d_gradient(backend_name, scale):
     assert_gradient(dx, numerical_gradient(loss, x))
 
 
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_dense_gradients(backend_name, with_bias):
+    rng = np.random.default_rng(5)
+    x, w = rng.uniform(-1, 1, (5, 19)), rng.uniform(-1, 1, (19, 21))
+    b = rng.uniform(-1, 1, 21) if with_bias else None
+    r = rng.uniform(-1, 1, (5, 21))
+
+    def loss() -> float:
+        return float(np.sum(ops.dense(x, w, b, backend=backend_name) * r))
+
+    dx, dw, db = ops.dense_backward(r, x, w, backend=backend_name)
+    assert_gradient(dx, numerical_gradient(loss, x))
+    assert_gradient(dw, numerical_gradient(loss, w))
+    if with_bias:
+        assert_gradient(db, numerical_gradient(loss, b))
+
+
 def test_relu_gradient(backend_name):
     rng = np.random.default_rng(4)
     x = rng.uniform(-1, 1, (2, 3, 4, 2))

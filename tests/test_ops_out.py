@@ -29,13 +29,18 @@ def _case(name: str, n: int, dtype) -> tuple:
         return ops.upsample2d, (x, (2, 3)), {}, None
     if name == "upsample2d_backward":
         return ops.upsample2d_backward, (x, (3, 2)), {}, None
+    if name in ("dense", "dense_backward"):
+        flat, kernel = x.reshape(n, 9 * 8 * 3), RNG.standard_normal((9 * 8 * 3, 7)).astype(dtype)
+        if name == "dense":
+            return ops.dense, (flat, kernel, RNG.standard_normal(7).astype(dtype)), {}, None
+        return ops.dense_backward, (RNG.standard_normal((n, 7)).astype(dtype), flat, kernel), {}, 0
     if name == "relu":
         return ops.relu, (x,), {}, None
     return ops.relu_backward, (RNG.standard_normal(x.shape).astype(dtype), x), {}, None
 
 
 OPS = ["conv2d", "conv2d_backward", "pool2d", "pool2d_backward", "upsample2d",
-       "upsample2d_backward", "relu", "relu_backward"]
+       "upsample2d_backward", "dense", "dense_backward", "relu", "relu_backward"]
 
 
 def _result(value, index):
@@ -79,7 +84,8 @@ def test_wrong_out_is_rejected(backend_name, name):
         call(read_only)
 
 
-@pytest.mark.parametrize("name", ["conv2d", "pool2d", "upsample2d", "relu", "relu_backward"])
+@pytest.mark.parametrize("name", ["conv2d", "pool2d", "upsample2d", "dense", "relu",
+                                  "relu_backward"])
 def test_out_sharing_memory_with_an_input_is_rejected(backend_name, name):
     op, args, kwargs, _ = _case(name, 2, np.float32)
     x = args[-1] if name == "relu_backward" else args[0]
@@ -93,8 +99,9 @@ def test_out_sharing_memory_with_an_input_is_rejected(backend_name, name):
         op(*args, backend=backend_name, out=out, **kwargs)
 
 
-def test_conv2d_backward_out_needs_the_input_gradient(backend_name):
-    op, args, kwargs, _ = _case("conv2d_backward", 2, np.float32)
+@pytest.mark.parametrize("name", ["conv2d_backward", "dense_backward"])
+def test_backward_out_needs_the_input_gradient(backend_name, name):
+    op, args, kwargs, _ = _case(name, 2, np.float32)
     out = np.empty(args[1].shape, np.float32)
     with pytest.raises(ValueError, match="input_grad=False computes no dx"):
         op(*args, backend=backend_name, input_grad=False, out=out, **kwargs)

@@ -30,7 +30,14 @@ def run_all_ops(backend: str, dtype) -> list[np.ndarray]:
         p = ops.pool2d(x, **pool, backend=backend)
         results += [p, ops.pool2d_backward(p, x, **pool, backend=backend)]
     u = ops.upsample2d(x, (2, 3), backend=backend)
-    return results + [u, ops.upsample2d_backward(u, (2, 3), backend=backend)]
+    results += [u, ops.upsample2d_backward(u, (2, 3), backend=backend)]
+    flat = x.reshape(8, -1)
+    for n in (8, 70):  # few rows: the threads split the columns; many: the rows
+        rows = np.resize(flat, (n, flat.shape[1]))
+        kernel = rng.standard_normal((flat.shape[1], 70)).astype(dtype)
+        d = ops.dense(rows, kernel, b[:1].repeat(70), backend=backend)
+        results += [d, *ops.dense_backward(d, rows, kernel, backend=backend)]
+    return results
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -38,6 +45,7 @@ def test_results_do_not_depend_on_thread_count(compiled_backend, dtype):
     cnnext.set_num_threads(1)
     reference = run_all_ops(compiled_backend, dtype)
     rtol = 1e-12 if dtype == np.float64 else 1e-5
+    assert len(reference) == 20
     for n in THREAD_COUNTS[1:]:
         cnnext.set_num_threads(n)
         for got, want in zip(run_all_ops(compiled_backend, dtype), reference):

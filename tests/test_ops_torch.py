@@ -1,4 +1,5 @@
-"""PyTorch (CPU) as an independent reference for conv, pooling and upsampling, forward + backward.
+"""PyTorch (CPU) as an independent reference for conv, pooling, upsampling, dense and ReLU, forward
++ backward.
 
 cnnext is channels-last (NHWC activations, HWIO weights); PyTorch is NCHW / OIHW.
 """
@@ -147,6 +148,25 @@ def test_upsample2d_matches_torch(backend_name, dtype, scale):
 
     assert_close(y, from_torch(yt), dtype)
     assert_close(dx, from_torch(xt.grad), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, d, u", [(1, 3, 2), (7, 33, 17), (64, 400, 120), (130, 16, 40)])
+def test_dense_matches_torch(backend_name, dtype, n, d, u):
+    """``F.linear`` takes the weight as (U, D): ours transposed."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((n, d)).astype(dtype)
+    w = rng.standard_normal((d, u)).astype(dtype)
+    b = rng.standard_normal(u).astype(dtype)
+    dy = rng.standard_normal((n, u)).astype(dtype)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w.T.copy(), b))
+    yt = F.linear(xt, wt, bt)
+    yt.backward(torch.tensor(dy))
+    assert_close(ops.dense(x, w, b, backend=backend_name), yt.detach().numpy(), dtype)
+    dx, dw, db = ops.dense_backward(dy, x, w, backend=backend_name)
+    assert_close(dx, xt.grad.numpy(), dtype)
+    assert_close(dw, wt.grad.numpy().T, dtype)
+    assert_close(db, bt.grad.numpy(), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

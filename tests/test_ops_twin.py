@@ -195,6 +195,61 @@ def test_upsample2d_forward_and_backward_match_numpy(
 
 @SETTINGS
 @given(
+    n=st.one_of(st.integers(1, 40), st.integers(100, 140)),
+    d=st.one_of(st.integers(1, 40), st.integers(60, 70)),
+    u=st.one_of(st.integers(1, 40), st.integers(60, 70)),
+    dtype=DTYPES,
+    layout=LAYOUTS,
+    with_bias=st.booleans(),
+    seed=SEEDS,
+)
+def test_dense_forward_and_backward_match_numpy(compiled_backend, n, d, u, dtype, layout,
+                                                with_bias, seed):
+    """Row counts below, at and above the register tiles and the thread split; column counts
+    below one vector, between vectors and past several tiles (the last vector moved back)."""
+    rng = np.random.default_rng(seed)
+    x = random_values(rng, (n, d), dtype)
+    w = random_values(rng, (d, u), dtype)
+    b = random_values(rng, (u,), dtype) if with_bias else None
+    dy = random_values(rng, (n, u), dtype)
+    x, w, dy = (with_layout(a, layout) for a in (x, w, dy))
+    got = ops.dense(x, w, b, backend=compiled_backend)
+    assert_twins_close(got, ops.dense(x, w, b, backend="numpy"), terms=d + 1)
+    got_grads = ops.dense_backward(dy, x, w, backend=compiled_backend)
+    want_grads = ops.dense_backward(dy, x, w, backend="numpy")
+    for got, want, terms in zip(got_grads, want_grads, (u, n, n)):
+        assert_twins_close(got, want, terms)
+    dx, dw, db = ops.dense_backward(dy, x, w, backend=compiled_backend, input_grad=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, got_grads[1])
+    np.testing.assert_array_equal(db, got_grads[2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_is_bit_identical_for_any_thread_count(compiled_backend, dtype):
+    """Each output is summed by one thread in a fixed order: the same bits on 1..4 threads, by
+    the global setting or the kernels' ``threads`` argument, row or column split."""
+    import cnnext
+    from cnnext.backend import resolve
+
+    kernels = resolve(compiled_backend)
+    rng = np.random.default_rng(3)
+    for n in (5, 150):
+        x, w = random_values(rng, (n, 90), dtype), random_values(rng, (90, 75), dtype)
+        b, dy = random_values(rng, (75,), dtype), random_values(rng, (n, 75), dtype)
+        cnnext.set_num_threads(1)
+        want = [kernels.dense_forward(x, w, b), *kernels.dense_backward(dy, x, w)]
+        for threads in (2, 3, 4):
+            cnnext.set_num_threads(threads)
+            for got in ([kernels.dense_forward(x, w, b), *kernels.dense_backward(dy, x, w)],
+                        [kernels.dense_forward(x, w, b, threads=1),
+                         *kernels.dense_backward(dy, x, w, threads=1)]):
+                for g, expected in zip(got, want):
+                    np.testing.assert_array_equal(g, expected)
+
+
+@SETTINGS
+@given(
     shape=st.lists(st.integers(1, 40), min_size=1, max_size=4),
     dtype=DTYPES,
     layout=st.sampled_from(["c", "strided"]),

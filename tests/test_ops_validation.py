@@ -79,6 +79,41 @@ def test_mixed_float_dtypes_promote_to_the_wider(backend_name):
     assert ops.pool2d(x32, 2, backend=backend_name).dtype == np.float32
 
 
+XD, WD = RNG.standard_normal((4, 6)), RNG.standard_normal((6, 5))
+
+
+@pytest.mark.parametrize(
+    "call, exc_type, fragments",
+    [
+        (lambda: ops.dense(XD[0], WD), ValueError, ["dense", "x must be 2-D (N, D)", "(6,)"]),
+        (lambda: ops.dense(XD, WD[None]), ValueError, ["w must be 2-D (D, U)", "(1, 6, 5)"]),
+        (lambda: ops.dense(XD, WD, WD), ValueError, ["b must be 1-D (U,)", "b.shape=(6, 5)"]),
+        (lambda: ops.dense(XD, WD.T), ValueError,
+         ["dense: x has 6 features (x.shape=(4, 6)) but w expects 5 (w.shape=(5, 6))"]),
+        (lambda: ops.dense(XD, WD, np.zeros(4)), ValueError,
+         ["b.shape=(4,)", "5 units", "expected b.shape=(5,)"]),
+        (lambda: ops.dense(XD[:, :0], WD[:0]), ValueError, ["x.shape=(4, 0)", "empty dimension"]),
+        (lambda: ops.dense(XD, WD[:, :0]), ValueError, ["w.shape=(6, 0)", "empty dimension"]),
+        (lambda: ops.dense(XD.astype(complex), WD), TypeError, ["dense", "x has dtype complex128"]),
+        (lambda: ops.dense_backward(np.zeros((4, 4)), XD, WD), ValueError,
+         ["dense_backward", "dy.shape=(4, 4)", "forward output shape (4, 5)", "w.shape=(6, 5)"]),
+        (lambda: ops.dense_backward(np.zeros(20), XD, WD), ValueError, ["dy must be 2-D (N, U)"]),
+    ],
+)
+def test_bad_dense_arguments(call, exc_type, fragments):
+    with raises(exc_type, *fragments):
+        call()
+
+
+def test_dense_accepts_any_layout_dtype_and_an_empty_batch(backend_name):
+    y = ops.dense(XD.T.copy().T, WD[::-1][::-1], backend=backend_name)  # Fortran x
+    np.testing.assert_allclose(y, XD @ WD, rtol=1e-12)
+    assert ops.dense(XD.astype(np.int8), WD.astype(np.float32), backend=backend_name).dtype \
+        == np.float32
+    dx, dw, db = ops.dense_backward(np.zeros((0, 5)), XD[:0], WD, backend=backend_name)
+    assert dx.shape == (0, 6) and not dw.any() and dw.shape == (6, 5) and db.shape == (5,)
+
+
 def test_channel_mismatch_names_both_shapes():
     w = np.zeros((3, 3, 4, 8))
     expected = (

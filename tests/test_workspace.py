@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cnnext import Sequential, layers, optimizers, presets
-from cnnext.workspace import Workspace
+from cnnext.workspace import ALIGNMENT, Workspace
 
 RNG = np.random.default_rng(5)
 
@@ -25,7 +25,9 @@ def test_workspace_reuses_one_buffer_per_name_and_grows_it():
     assert not np.shares_memory(ws.array("dx", (4, 5), np.float32), a)
     bigger = ws.array("y", (8, 5), np.float32)
     assert bigger.shape == (8, 5) and not np.shares_memory(bigger, a)
-    assert ws.nbytes == bigger.nbytes + 4 * 5 * 4
+    assert ws.nbytes == bigger.nbytes + 4 * 5 * 4 + 2 * ALIGNMENT  # each with room to align
+    for arr in (a, bigger, ws.array("dx", (3,), np.float64), ws.array("y", (7,), np.float32)):
+        assert arr.ctypes.data % ALIGNMENT == 0
     ws.clear()
     assert ws.nbytes == 0
 

@@ -5,7 +5,7 @@ as a strided view (``sliding_window_view``) and reduce it; backward passes loop 
 ``KH * KW`` kernel taps only and add each tap's contribution into a padded input gradient.
 
 Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 arrays of one dtype,
-``x (N, H, W, C)`` with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
+``x (N, H, W, C)`` (``(N, D)`` for the dense ops) with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
 pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype.
 Each op computes a new array and copies it into ``out`` when that is given (only the compiled
 kernels write in place).
@@ -173,6 +173,25 @@ def upsample2d_backward(dy, scale: Pair, out=None) -> np.ndarray:
     n, h_out, w_out, c = dy.shape
     sh, sw = scale
     return into(out, dy.reshape(n, h_out // sh, sh, w_out // sw, sw, c).sum(axis=(2, 4)))
+
+
+# --- dense (fully connected) --------------------------------------------------------------------
+
+
+def dense_forward(x, w, b, out=None, threads=None) -> np.ndarray:
+    """``y = x @ w + b`` for ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None: ``y (N, U)``.
+    ``threads`` is the compiled kernels' (numpy's BLAS has its own setting)."""
+    y = x @ w
+    if b is not None:
+        y += b
+    return into(out, y)
+
+
+def dense_backward(dy, x, w, input_grad: bool = True, out=None, threads=None):
+    """``(dx, dw, db) = (dy @ w.T, x.T @ dy, dy.sum(axis=0))`` given ``dy (N, U)``; ``dx`` is None
+    when ``input_grad`` is False."""
+    dx = into(out, dy @ w.T) if input_grad else None
+    return dx, x.T @ dy, dy.sum(axis=0)
 
 
 # --- ReLU ---------------------------------------------------------------------------------------

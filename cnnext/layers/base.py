@@ -238,14 +238,14 @@ class ActivatedLayer(Layer):
         self.preactivation: Optional[np.ndarray] = None
         self._output: Optional[np.ndarray] = None
 
-    def affine_forward(self, x: np.ndarray) -> np.ndarray:
+    def affine_forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return x
 
     def affine_backward(self, dz: np.ndarray) -> np.ndarray:
         return dz
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        z = self.affine_forward(x)
+        z = self.affine_forward(x, training)
         self.preactivation = z
         if self._is_linear:
             y = z
@@ -260,10 +260,10 @@ class ActivatedLayer(Layer):
             dy = self.activation.backward(dy, self.preactivation, self._output, self.backend, dz)
         return self.affine_backward(dy)
 
-    def forward_preactivation(self, x: np.ndarray) -> np.ndarray:
+    def forward_preactivation(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Forward pass without the activation: returns ``z`` (kept as ``preactivation``); the
         caller applies the activation (a model does, after a pooling that commutes with it)."""
-        z = self.affine_forward(x)
+        z = self.affine_forward(x, training)
         self.preactivation = z
         self._output = None
         return z

@@ -76,7 +76,7 @@ class Conv2D(ActivatedLayer):
             init = initializers.get(self.bias_initializer)
             self.params["bias"] = init((self.filters,), rng, self.dtype)
 
-    def affine_forward(self, x: np.ndarray) -> np.ndarray:
+    def affine_forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._x = x
         z = self.buffer("z", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).conv2d_forward(
