@@ -269,15 +269,16 @@ def _weight_grad_expanded(dy, x, w, padding, nt):
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
     """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and a
-    scatter; always the former when ``dy`` holds a NaN or infinity, which the scatter's zero
-    padding lanes would spread to neighbouring cells (0 * inf is NaN)."""
+    scatter; always the former for a dilated kernel row when ``dy`` holds a NaN or infinity,
+    which the scatter's zero weights between the taps would spread to cells the kernel skips
+    (0 * inf is NaN)."""
     _, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
     L, dil_w = _lanes(x.dtype), dilation[1]
     planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
     scatter = _cost_scatter(Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
-    if planar < scatter or not np.isfinite(np.add.reduce(dy, axis=None)):
+    if planar < scatter or (dil_w > 1 and not np.isfinite(np.add.reduce(dy, axis=None))):
         return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
     return _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt)
 
@@ -306,8 +307,8 @@ def _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt):
     Sp = _round_up(span, _lanes(x.dtype))
     wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
     wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
-    dxpad = scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype, zero=True)
-    _scatter_input_grad(dy, wt, dxpad, C, sh, sw, dh, nt)
+    dxpad = scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype)
+    _scatter_input_grad(dy, wt, dxpad, C, span, sh, sw, dh, nt)
     _place(dxpad[:, :, : Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
     return dx
 

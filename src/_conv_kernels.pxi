@@ -57,10 +57,10 @@ cdef extern from "_conv_simd.h" nogil:
                                   ptrdiff_t nq, ptrdiff_t nf, double* dw, double* db)
     void cnx_input_grad_rows_f(const float** dy_rows, float** dx_rows, ptrdiff_t nr,
                                ptrdiff_t Wo, ptrdiff_t F, const float* wt, ptrdiff_t KH,
-                               ptrdiff_t Sp, ptrdiff_t kh_step, ptrdiff_t pix)
+                               ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t kh_step, ptrdiff_t pix)
     void cnx_input_grad_rows_d(const double** dy_rows, double** dx_rows, ptrdiff_t nr,
                                ptrdiff_t Wo, ptrdiff_t F, const double* wt, ptrdiff_t KH,
-                               ptrdiff_t Sp, ptrdiff_t kh_step, ptrdiff_t pix)
+                               ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t kh_step, ptrdiff_t pix)
     bint cnx_has_expanded()  # the expanded-row kernels below exist (AVX-512)
     void cnx_expand_rows_f(const float* plane, ptrdiff_t pitch, ptrdiff_t rows, ptrdiff_t width,
                            ptrdiff_t F, float* E, ptrdiff_t ew)
@@ -113,8 +113,8 @@ cdef inline void _input_grad_block(const floating* dy, floating* dxpad, const fl
                                    Py_ssize_t first, Py_ssize_t nr, Py_ssize_t per_sample,
                                    Py_ssize_t phase, Py_ssize_t M, Py_ssize_t Ho, Py_ssize_t Wo,
                                    Py_ssize_t F, Py_ssize_t Hp, Py_ssize_t pitch, Py_ssize_t KH,
-                                   Py_ssize_t Sp, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
-                                   Py_ssize_t C) noexcept nogil:
+                                   Py_ssize_t Sp, Py_ssize_t span, Py_ssize_t sh, Py_ssize_t sw,
+                                   Py_ssize_t dh, Py_ssize_t C) noexcept nogil:
     """Scatter rows ``first .. first+nr-1`` of the row class ``phase`` (rows ``phase + i*M`` of
     every sample, ``per_sample`` per sample) into ``dxpad (N, Hp, pitch)``."""
     cdef const floating* dy_rows[16]  # nr <= the register block (at most 12)
@@ -127,9 +127,9 @@ cdef inline void _input_grad_block(const floating* dy, floating* dxpad, const fl
         dy_rows[r] = dy + (n * Ho + oh) * Wo * F
         dx_rows[r] = dxpad + (n * Hp + oh * sh) * pitch
     if floating is float:
-        cnx_input_grad_rows_f(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, dh * pitch, sw * C)
+        cnx_input_grad_rows_f(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, span, dh * pitch, sw * C)
     else:
-        cnx_input_grad_rows_d(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, dh * pitch, sw * C)
+        cnx_input_grad_rows_d(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, span, dh * pitch, sw * C)
 
 
 cdef inline void _planar_planes(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
@@ -402,11 +402,12 @@ cdef inline void _sample_to_planes(const floating* s, Py_ssize_t A, Py_ssize_t B
 
 
 def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
-                        floating[:, :, ::1] dxpad, Py_ssize_t C, Py_ssize_t sh, Py_ssize_t sw,
-                        Py_ssize_t dh, int nt):
-    """Add the input gradient of every sample into ``dxpad (N, Hp, Wp*C + Sp)``: rows of the
+                        floating[:, :, ::1] dxpad, Py_ssize_t C, Py_ssize_t span, Py_ssize_t sh,
+                        Py_ssize_t sw, Py_ssize_t dh, int nt):
+    """Write the input gradient of every sample into ``dxpad (N, Hp, Wp*C + Sp)``: rows of the
     padded ``(Hp, Wp, C)`` input gradient, each followed by ``Sp`` elements of slack (zeros are
-    added there), by scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``. Output rows
+    added there), cleared by the threads and then filled by scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``, whose first
+    ``span`` values of a row are a kernel row's cells and channels. Output rows
     are taken in ``M`` classes (row index modulo M) whose rows write disjoint input rows; each
     class runs in parallel over blocks of its rows (across samples), one class after another."""
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
@@ -416,6 +417,8 @@ def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::
     cdef Py_ssize_t per_sample, rows, block, phase
     if N == 0:
         return
+    for block in prange(N * Hp, nogil=True, num_threads=nt, schedule="static"):
+        memset(&dxpad[0, 0, 0] + block * pitch, 0, pitch * sizeof(floating))
     for phase in range(_imin(M, Ho)):
         per_sample = (Ho - phase + M - 1) // M
         rows = N * per_sample
@@ -423,7 +426,7 @@ def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::
                             schedule="static"):
             _input_grad_block(&dy[0, 0, 0, 0], &dxpad[0, 0, 0], &wt[0, 0, 0], block * rb,
                               _imin(rb, rows - block * rb), per_sample, phase, M, Ho, Wo, F, Hp,
-                              pitch, KH, Sp, sh, sw, dh, C)
+                              pitch, KH, Sp, span, sh, sw, dh, C)
 
 
 def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,

@@ -168,41 +168,74 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
 #undef CNX_WEIGHT_GRAD_BLOCKS
 }
 
+/* One step of cnx_input_grad_rows: pixel ow and nv (1 or 2, a constant once inlined) vectors of
+ * one kernel row's weights wk (F, Sp), added at element `off` of every input-gradient row; only
+ * the lanes set in `keep` of the last vector are added. Each broadcast dy value feeds nv
+ * multiply-adds. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_step)(
+    const int nv, const CNX_T* const* d, CNX_T* const* dx_rows, ptrdiff_t nr, ptrdiff_t ow,
+    ptrdiff_t F, const CNX_T* wk, ptrdiff_t Sp, ptrdiff_t off, CNX_M keep)
+{
+    CNX_V acc[CNX_RB][2];
+    for (int r = 0; r < CNX_RB; r++)
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = (CNX_V){0};
+    for (ptrdiff_t f = 0; f < F; f++) {
+        CNX_V wv[2];
+        for (int v = 0; v < nv; v++)
+            wv[v] = CNX_NAME(cnx_load)(wk + f * Sp + v * CNX_L);
+        for (int r = 0; r < CNX_RB; r++) {
+            const CNX_T a = d[r][ow * F + f];
+            for (int v = 0; v < nv; v++)
+                acc[r][v] += a * wv[v];
+        }
+    }
+    for (int r = 0; r < CNX_RB; r++) { /* constant bounds keep acc in registers */
+        if (r < nr) {
+            CNX_T* dst = dx_rows[r] + off;
+            acc[r][nv - 1] = CNX_NAME(cnx_blend)(keep, acc[r][nv - 1], (CNX_V){0});
+            for (int v = 0; v < nv; v++)
+                CNX_NAME(cnx_store)(dst + v * CNX_L,
+                                    CNX_NAME(cnx_load)(dst + v * CNX_L) + acc[r][v], CNX_L);
+        }
+    }
+}
+
 /* Input gradient scattered back through the kernel from nr <= CNX_RB output rows whose input
  * rows do not overlap: for every pixel ow of row r and kernel row kh,
  * dx_rows[r][kh * kh_step + ow * pix + s] += sum_f dy_rows[r][ow * F + f] * wt[kh, f, s] for
- * s in [0, Sp), where s runs over one kernel row's span of input cells and channels.
- * dy_rows[r]: (Wo, F); wt: (KH, F, Sp), Sp a multiple of L (zeros past the span); dx_rows[r]:
- * the padded input gradient at row r's first window cell; every input row needs Sp elements of
- * slack past its end (zeros are added there). The rows are updated in turn at each pixel, so
- * consecutive read-modify-writes never overlap (no store-forwarding stalls). */
+ * s in [0, span), where s runs over one kernel row's span of input cells and channels.
+ * dy_rows[r]: (Wo, F); wt: (KH, F, Sp), Sp >= span a multiple of L; dx_rows[r]: the padded input
+ * gradient at row r's first window cell; every input row needs Sp elements of slack past its end
+ * (zeros are added there, also for a NaN or infinite dy). The span goes two vectors at a time
+ * (one for an odd last vector), rows past nr repeat row 0 (computed, not stored), and the rows
+ * are updated in turn, so consecutive read-modify-writes never overlap (no store-forwarding
+ * stalls). */
 static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, CNX_T* const* dx_rows,
                                           ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
                                           const CNX_T* wt, ptrdiff_t KH, ptrdiff_t Sp,
-                                          ptrdiff_t kh_step, ptrdiff_t pix)
+                                          ptrdiff_t span, ptrdiff_t kh_step, ptrdiff_t pix)
 {
-    const CNX_T* d[CNX_RB]; /* rows past nr repeat row 0 (computed, not stored) */
+    const CNX_T* d[CNX_RB];
     for (int r = 0; r < CNX_RB; r++)
         d[r] = dy_rows[r < nr ? r : 0];
+    CNX_I lanes[CNX_VBYTES / sizeof(CNX_T)];
+    for (ptrdiff_t i = 0; i < CNX_L; i++)
+        lanes[i] = (Sp - CNX_L + i < span) ? -1 : 0;
+    CNX_M all, last; /* lanes of a full vector, and of the span's last vector */
+    memset(&all, 0xff, sizeof all);
+    memcpy(&last, lanes, sizeof last);
     for (ptrdiff_t ow = 0; ow < Wo; ow++) {
         for (ptrdiff_t kh = 0; kh < KH; kh++) {
-            for (ptrdiff_t s0 = 0; s0 < Sp; s0 += CNX_L) {
-                const CNX_T* wk = wt + kh * F * Sp + s0;
-                CNX_V acc[CNX_RB];
-                for (int r = 0; r < CNX_RB; r++)
-                    acc[r] = (CNX_V){0};
-                for (ptrdiff_t f = 0; f < F; f++) {
-                    const CNX_V wv = CNX_NAME(cnx_load)(wk + f * Sp);
-                    for (int r = 0; r < CNX_RB; r++)
-                        acc[r] += d[r][ow * F + f] * wv;
-                }
-                for (int r = 0; r < CNX_RB; r++) { /* constant bounds keep acc in registers */
-                    if (r < nr) {
-                        CNX_T* dst = dx_rows[r] + kh * kh_step + ow * pix + s0;
-                        CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[r], CNX_L);
-                    }
-                }
-            }
+            const CNX_T* wk = wt + kh * F * Sp;
+            const ptrdiff_t off = kh * kh_step + ow * pix;
+            ptrdiff_t s0 = 0;
+            for (; s0 + 2 * CNX_L <= Sp; s0 += 2 * CNX_L)
+                CNX_NAME(cnx_input_grad_step)(2, d, dx_rows, nr, ow, F, wk + s0, Sp, off + s0,
+                                              s0 + 2 * CNX_L == Sp ? last : all);
+            if (s0 < Sp)
+                CNX_NAME(cnx_input_grad_step)(1, d, dx_rows, nr, ow, F, wk + s0, Sp, off + s0,
+                                              last);
         }
     }
 }

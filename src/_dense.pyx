@@ -78,16 +78,15 @@ cdef void _gemm(const floating* a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t m, pt
         cnx_gemm_d(a, ars, acs, m, K, b, ldb, bias, c, n, lo, hi)
 
 
-def _threads(ptrdiff_t m, ptrdiff_t n, ptrdiff_t K, threads) -> tuple[int, bool]:
-    """``(threads, by_rows)`` for a product of ``m * n * K`` multiply-adds on at most
-    ``threads`` (None: :func:`cnnext.get_num_threads`): rows are split unless there are fewer
-    than a register tile per thread and more than one column tile."""
-    nt = (threads or get_num_threads()) if m * n * K >= PARALLEL_MIN else 1
+def _threads(ptrdiff_t m, ptrdiff_t n, ptrdiff_t K) -> tuple[int, bool]:
+    """``(threads, by_rows)`` for a product of ``m * n * K`` multiply-adds: rows are split
+    unless there are fewer than a register tile per thread and more than one column tile."""
+    nt = get_num_threads() if m * n * K >= PARALLEL_MIN else 1
     return nt, m >= nt * cnx_dense_f.rows or n <= _width(True)
 
 
 def _product(const floating[:, ::1] a, bint a_transposed, const floating[:, ::1] b,
-             const floating[::1] bias, floating[:, ::1] c, threads):
+             const floating[::1] bias, floating[:, ::1] c):
     """``c (m, n) = bias + A @ b`` with ``A = a.T`` when ``a_transposed``, else ``a``; ``b``
     (K, ldb) and ``bias`` (ldb,) or None have ldb >= max(n, lanes) readable columns."""
     cdef ptrdiff_t m = c.shape[0], n = c.shape[1], K = b.shape[0]
@@ -96,13 +95,13 @@ def _product(const floating[:, ::1] a, bint a_transposed, const floating[:, ::1]
     cdef const floating* bp = &bias[0] if bias is not None else NULL
     cdef int t, nt
     cdef bint by_rows
-    nt, by_rows = _threads(m, n, K, threads)
+    nt, by_rows = _threads(m, n, K)
     for t in prange(nt, nogil=True, num_threads=nt, schedule="static"):
         _gemm(&a[0, 0], ars, acs, m, K, &b[0, 0], b.shape[1], bp, &c[0, 0], n, t, nt, by_rows)
 
 
 def _product_transposed(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1] wt,
-                        floating[:, ::1] c, threads):
+                        floating[:, ::1] c):
     """``c (m, D) = a (m, U) @ w.T`` for ``w (D, U)``, with ``w.T`` first written into ``wt``
     (U, >= max(D, lanes)) by the same threads. They split the columns of ``c`` when there are
     enough, so that each thread mostly reads the part of ``wt`` it wrote."""
@@ -110,7 +109,7 @@ def _product_transposed(const floating[:, ::1] a, const floating[:, ::1] w, floa
     cdef ptrdiff_t lo, hi
     cdef int t, nt
     cdef bint by_rows
-    nt = _threads(m, D, U, threads)[0]
+    nt = _threads(m, D, U)[0]
     by_rows = (D + width - 1) // width < nt
     with nogil, parallel(num_threads=nt):
         for t in prange(nt, schedule="static"):
@@ -151,27 +150,27 @@ def _readable(v, name: str):
     return padded
 
 
-def dense_forward(x, w, b, out=None, threads=None):
+def dense_forward(x, w, b, out=None):
     """``y (N, U) = x (N, D) @ w (D, U) + b (U,)`` (no bias when ``b`` is None), written into
-    ``out`` when given, on at most ``threads`` threads (None: :func:`cnnext.get_num_threads`)."""
+    ``out`` when given."""
     y = output(out, (x.shape[0], w.shape[1]), x.dtype)
     bias = None if b is None else _readable(b, "dense_bias")
-    _product(x, False, _readable(w, "dense_w"), bias, y, threads)
+    _product(x, False, _readable(w, "dense_w"), bias, y)
     return y
 
 
-def dense_backward(dy, x, w, input_grad=True, out=None, threads=None):
+def dense_backward(dy, x, w, input_grad=True, out=None):
     """Gradients ``(dx (N, D), dw (D, U), db (U,))`` of :func:`dense_forward` given
     ``dy (N, U)``; ``dx`` is None when ``input_grad`` is False, else written into ``out`` when
-    given. On at most ``threads`` threads (None: :func:`cnnext.get_num_threads`)."""
+    given."""
     D, U = w.shape
     dw = np.empty((D, U), dtype=x.dtype)
-    _product(x, True, _readable(dy, "dense_dy"), None, dw, threads)
+    _product(x, True, _readable(dy, "dense_dy"), None, dw)
     db = np.empty(U, dtype=x.dtype)
     _column_sums(dy, db)
     if not input_grad:
         return None, dw, db
     dx = output(out, x.shape, x.dtype)
     wt = scratch("dense_wt", (U, max(D, _lanes(w.dtype))), w.dtype, zero=D < _lanes(w.dtype))
-    _product_transposed(dy, w, wt, dx, threads)
+    _product_transposed(dy, w, wt, dx)
     return dx, dw, db

@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from cnnext import backend, ops
+from cnnext.shapes import to_pair
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN/Inf arithmetic
 BACKENDS = backend.available_backends()
@@ -511,3 +512,23 @@ def test_conv2d_backward_keeps_a_nan_in_dy_to_its_own_cells(backend_name, bad):
         expected[at[0], at[1]:at[1] + kh, at[2]:at[2] + kw, :] = True  # its window
         np.testing.assert_array_equal(~np.isfinite(dx), expected,
                                       err_msg=f"{x.shape} {kernel.shape}")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("c, k, f, dilation", [(6, 5, 16, 1), (3, 3, 8, (1, 2)), (1, 3, 40, 1)])
+def test_conv2d_backward_keeps_non_finite_dy_to_its_window_on_larger_layers(backend_name, bad, c,
+                                                                           k, f, dilation):
+    """The same on shapes where the compiled kernels scatter (LeNet's second layer: the last
+    vector of a kernel row's span is masked) or, for a dilated row, use the planar path."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 14, 15, c)).astype(np.float32)
+    kernel = rng.normal(size=(k, k, c, f)).astype(np.float32)
+    dh, dw = to_pair(dilation, "dilation")
+    span = (k - 1) * dh + 1, (k - 1) * dw + 1
+    dy = rng.normal(size=(3, 15 - span[0], 16 - span[1], f)).astype(np.float32)
+    at = (1, 4, 5, 2)
+    dy[at] = bad
+    dx = ops.conv2d_backward(dy, x, kernel, dilation=dilation, backend=backend_name)[0]
+    expected = np.zeros(dx.shape, bool)
+    expected[1, 4:4 + span[0]:dh, 5:5 + span[1]:dw, :] = True  # the cells its window reads
+    np.testing.assert_array_equal(~np.isfinite(dx), expected)

@@ -139,31 +139,32 @@ def test_conv_layer_matches_functional_op(backend_name):
     assert layer.output_shape == expected.shape[1:] == (5, 4, 4)
 
 
-def test_dense_products_run_on_the_calling_thread_in_training(backend_name, monkeypatch):
-    """Training passes ask the kernels for one thread (the optimizer rewrites the kernel on this
-    thread every step); inference passes leave the thread count to cnnext.set_num_threads."""
+def test_dense_layers_train_with_numpy_products_and_infer_with_the_backend(backend_name,
+                                                                             monkeypatch):
+    """Training passes use numpy's products (BLAS on the calling thread); inference passes use
+    the model's backend."""
     from cnnext import Sequential
-    from cnnext.backend import resolve
+    from cnnext.backend import numpy_ops, resolve
 
-    kernels = resolve(backend_name)
-    calls: list[tuple[str, object]] = []
-    for name in ("dense_forward", "dense_backward"):
-        original = getattr(kernels, name)
+    calls: list[tuple[str, str]] = []
+    for table, label in ((numpy_ops, "numpy"), (resolve(backend_name), backend_name)):
+        for name in ("dense_forward", "dense_backward"):
+            original = getattr(table, name)
 
-        def spy(*args, _name=name, _original=original, **kwargs):
-            calls.append((_name, args[-1]))  # the model passes threads last
-            return _original(*args, **kwargs)
+            def spy(*args, _name=name, _label=label, _original=original, **kwargs):
+                calls.append((_name, _label))
+                return _original(*args, **kwargs)
 
-        monkeypatch.setattr(kernels, name, spy)
+            monkeypatch.setattr(table, name, spy)
     model = Sequential([L.Dense(3, activation="relu", input_shape=(4,)), L.Dense(2)],
                        seed=0, backend=backend_name)
     model.compile("sgd", "mse")
     x = RNG.standard_normal((6, 4)).astype(np.float32)
     model.train_on_batch(x, np.zeros((6, 2), np.float32))
-    assert calls == [("dense_forward", 1)] * 2 + [("dense_backward", 1)] * 2
+    assert calls == [("dense_forward", "numpy")] * 2 + [("dense_backward", "numpy")] * 2
     calls.clear()
     model.predict(x)
-    assert calls == [("dense_forward", None)] * 2
+    assert calls == [("dense_forward", backend_name)] * 2
 
 
 @pytest.mark.parametrize("layer, input_shape, expected", [

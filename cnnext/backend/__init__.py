@@ -12,16 +12,15 @@ result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.worksp
   pool2d_backward(dy, x, size, stride, padding, mode, out=None) -> dx
   upsample2d_forward(x, scale, out=None) -> y
   upsample2d_backward(dy, scale, out=None) -> dx
-  dense_forward(x, w, b, out=None, threads=None) -> y
-  dense_backward(dy, x, w, input_grad=True, out=None, threads=None) -> (dx or None, dw, db)
+  dense_forward(x, w, b, out=None) -> y
+  dense_backward(dy, x, w, input_grad=True, out=None) -> (dx or None, dw, db)
   relu_forward(z, out=None) -> y
   relu_backward(dy, z, out=None) -> dz
 
 Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
 ``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is
 ``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``. The dense ops take
-``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None and give ``y (N, U)``; ``threads`` caps the
-compiled kernels' threads for the call (None: :func:`cnnext.get_num_threads`). The ReLU ops take arrays of
+``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None and give ``y (N, U)``. The ReLU ops take arrays of
 any shape (``dy`` and ``z`` of one shape).
 
 Backends: ``"numpy"`` (the readable reference, always present) and ``"cython"`` (the compiled

@@ -8,7 +8,7 @@ Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 ar
 ``x (N, H, W, C)`` (``(N, D)`` for the dense ops) with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
 pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype.
 Each op computes a new array and copies it into ``out`` when that is given (only the compiled
-kernels write in place).
+kernels and numpy's matrix products write in place).
 """
 from __future__ import annotations
 
@@ -178,19 +178,19 @@ def upsample2d_backward(dy, scale: Pair, out=None) -> np.ndarray:
 # --- dense (fully connected) --------------------------------------------------------------------
 
 
-def dense_forward(x, w, b, out=None, threads=None) -> np.ndarray:
-    """``y = x @ w + b`` for ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None: ``y (N, U)``.
-    ``threads`` is the compiled kernels' (numpy's BLAS has its own setting)."""
-    y = x @ w
+def dense_forward(x, w, b, out=None) -> np.ndarray:
+    """``y = x @ w + b`` for ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None: ``y (N, U)``
+    (numpy's matrix product writes into ``out`` directly)."""
+    y = np.matmul(x, w, out=out)
     if b is not None:
         y += b
-    return into(out, y)
+    return y
 
 
-def dense_backward(dy, x, w, input_grad: bool = True, out=None, threads=None):
+def dense_backward(dy, x, w, input_grad: bool = True, out=None):
     """``(dx, dw, db) = (dy @ w.T, x.T @ dy, dy.sum(axis=0))`` given ``dy (N, U)``; ``dx`` is None
     when ``input_grad`` is False."""
-    dx = into(out, dy @ w.T) if input_grad else None
+    dx = np.matmul(dy, w.T, out=out) if input_grad else None
     return dx, x.T @ dy, dy.sum(axis=0)
 
 
