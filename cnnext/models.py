@@ -57,7 +57,6 @@ class Sequential:
         self.metrics: list[metrics_mod.Metric] = []
         self.stop_training = False
         self.history: Optional[History] = None
-        self._pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # see _pool_then_relu
         for layer in layers or ():
             self.add(layer)
 
@@ -299,10 +298,11 @@ class Sequential:
     def _relu_pool_pairs(self) -> frozenset[int]:
         """Indices ``i`` where layer ``i`` applies ReLU and layer ``i + 1`` max- or min-pools.
 
-        ReLU is monotone, so it commutes with those poolings: the model pools the pre-activation
-        and applies the ReLU to the pooled output, a quarter of the values for 2x2 windows. The
-        outputs are identical, and so are the gradients whenever they are finite; it saves two
-        passes over the largest arrays of the network.
+        ReLU is monotone, so it commutes with those poolings: the model runs layer ``i`` without
+        its activation and the pooling with the ReLU fused in (``Pool2D.forward(..., relu=True)``,
+        one pass over a quarter of the values for 2x2 windows). The outputs are identical, and so
+        are the gradients whenever they are finite; it saves two passes over the largest arrays
+        of the network and two over the pooled ones.
         """
         layers = self.layers
         return frozenset(
@@ -312,30 +312,14 @@ class Sequential:
             and isinstance(layers[i + 1], Pool2D) and layers[i + 1].mode in ("max", "min")
         )
 
-    def _pool_then_relu(self, i: int, z: np.ndarray, training: bool) -> np.ndarray:
-        """Forward of pooling layer ``i`` followed by the ReLU of layer ``i - 1``."""
-        pool, relu = self.layers[i], self.layers[i - 1].activation
-        pooled = pool.forward(z, training)
-        y = relu.forward(pooled, pool.backend, pool.buffer("relu_y", pooled.shape, pooled.dtype))
-        self._pooled[i] = (pooled, y)
-        return y
-
-    def _relu_then_pool_backward(self, i: int, dy: np.ndarray) -> np.ndarray:
-        """Backward of :meth:`_pool_then_relu`."""
-        pool, relu = self.layers[i], self.layers[i - 1].activation
-        pooled, y = self._pooled[i]
-        dpooled = relu.backward(dy, pooled, y, pool.backend,
-                                pool.buffer("relu_dy", dy.shape, dy.dtype))
-        return pool.backward(dpooled)
-
     def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         pairs = self._relu_pool_pairs()
         with self._blas_policy():
             for i, layer in enumerate(self.layers):
                 if i in pairs:
                     x = layer.forward_preactivation(x, training)
-                elif i - 1 in pairs:
-                    x = self._pool_then_relu(i, x, training)
+                elif i - 1 in pairs:  # the pooling that takes over layer i - 1's ReLU
+                    x = layer.forward(x, training, relu=True)
                 else:
                     x = layer.forward(x, training)
         return x
@@ -363,8 +347,6 @@ class Sequential:
             for j in range(i, first - 1, -1):
                 if j in pairs:
                     grad = layers[j].backward_preactivation(grad)
-                elif j - 1 in pairs:
-                    grad = self._relu_then_pool_backward(j, grad)
                 else:
                     grad = layers[j].backward(grad)
 

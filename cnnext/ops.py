@@ -196,12 +196,17 @@ def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     return stride, pad, dilation, (x_shape[0], *out_hw, w_shape[3])
 
 
-def _pool_geometry(op: str, x_shape, size, stride, padding, mode):
+def _pool_geometry(op: str, x_shape, size, stride, padding, mode, relu=False):
     """Validate pooling arguments; return normalised
     ``(size, stride, padding4, (N, Ho, Wo, C))``."""
     _nonempty(op, "x", x_shape, 1)
     if mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be 'max', 'min' or 'avg'; received mode={mode!r}")
+    if not isinstance(relu, (bool, np.bool_)):
+        raise TypeError(f"{op}: relu must be a bool; received relu={relu!r}")
+    if relu and mode == "avg":
+        raise ValueError(f"{op}: relu=True needs mode 'max' or 'min' (it commutes with them); "
+                         "received mode='avg'")
     size = _pair(op, size, "size")
     stride = size if stride is None else _pair(op, stride, "stride")
     pad = _padding(op, padding, x_shape[1:3], size, stride, (1, 1))
@@ -300,23 +305,26 @@ def pool2d(
     mode: str = "max",
     backend: str | None = None,
     out: np.ndarray | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """Max, min or average pooling of ``x (N, H, W, C)`` over ``size`` windows; returns
     ``y (N, Ho, Wo, C)``.
 
     ``stride`` defaults to ``size``. Padding cells never win max/min and are not counted by
     ``"avg"``, which divides by the number of real cells in each window; every padding side must
-    be smaller than the window. A NaN in a window makes its max/min NaN.
+    be smaller than the window. A NaN in a window makes its max/min NaN. ``relu=True`` (max and
+    min) returns ``relu(pool(x))`` in one pass, equal to :func:`relu` of the pooled output.
     """
     kernels = _backend.resolve(backend)
     x = _array("pool2d", "x", x, 4)
-    size, stride, pad, y_shape = _pool_geometry("pool2d", x.shape, size, stride, padding, mode)
+    size, stride, pad, y_shape = _pool_geometry("pool2d", x.shape, size, stride, padding, mode,
+                                                relu)
     (x,) = _contiguous(x)
     out = _out("pool2d", out, y_shape, x.dtype, x)
     _check_memory("pool2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
         return into(out, np.zeros(y_shape, dtype=x.dtype))
-    return kernels.pool2d_forward(x, size, stride, pad, mode, out)
+    return kernels.pool2d_forward(x, size, stride, pad, mode, out, bool(relu))
 
 
 def pool2d_backward(
@@ -328,19 +336,22 @@ def pool2d_backward(
     mode: str = "max",
     backend: str | None = None,
     out: np.ndarray | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """Gradient ``dx (N, H, W, C)`` of :func:`pool2d` given ``dy (N, Ho, Wo, C)``.
 
     ``"max"``/``"min"`` route each output's gradient to the FIRST extreme cell of its window in
     row-major order (top row first, left to right), i.e. the cell the forward pass picked: ties go
     to the earliest cell and, in a window holding NaN, to its first NaN. ``"avg"`` spreads it
-    evenly over the window's real cells. Overlapping windows accumulate.
+    evenly over the window's real cells. Overlapping windows accumulate. ``relu=True``: the
+    gradient of ``pool2d(..., relu=True)``, i.e. ``dy`` through :func:`relu_backward` at the
+    pooled values first.
     """
     op = "pool2d_backward"
     kernels = _backend.resolve(backend)
     x = _array(op, "x", x, 4)
     dy = _array(op, "dy", dy, 4)
-    size, stride, pad, y_shape = _pool_geometry(op, x.shape, size, stride, padding, mode)
+    size, stride, pad, y_shape = _pool_geometry(op, x.shape, size, stride, padding, mode, relu)
     _check_dy(op, dy.shape, y_shape,
               lambda: f"x.shape={x.shape}, size={size}, stride={stride}, padding={pad}")
     dy, x = _contiguous(dy, x)
@@ -348,7 +359,7 @@ def pool2d_backward(
     _check_memory(op, x.dtype, _padded_shape(x.shape, pad))
     if x.shape[0] == 0:
         return into(out, np.zeros_like(x))
-    return kernels.pool2d_backward(dy, x, size, stride, pad, mode, out)
+    return kernels.pool2d_backward(dy, x, size, stride, pad, mode, out, bool(relu))
 
 
 # --- nearest-neighbour upsampling ---------------------------------------------------------------

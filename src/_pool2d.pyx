@@ -36,17 +36,18 @@ cdef extern from "_pool_simd.h" nogil:
     # output rows [r0, r1) of tiles (row r = n * Ho + oh), rows of `row` values, H per sample
     void cnx_pool_tile_rows_f(const float* x, ptrdiff_t H, ptrdiff_t row, ptrdiff_t kh,
                               ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
-                              ptrdiff_t r1, int mode, float* y)
+                              ptrdiff_t r1, int mode, int relu, float* y)
     void cnx_pool_tile_rows_d(const double* x, ptrdiff_t H, ptrdiff_t row, ptrdiff_t kh,
                               ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
-                              ptrdiff_t r1, int mode, double* y)
+                              ptrdiff_t r1, int mode, int relu, double* y)
     void cnx_pool_tile_grad_rows_f(const float* x, const float* dy, ptrdiff_t H, ptrdiff_t row,
                                    ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho,
-                                   ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1, int mode, float* dx)
+                                   ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1, int mode, int relu,
+                                   float* dx)
     void cnx_pool_tile_grad_rows_d(const double* x, const double* dy, ptrdiff_t H,
                                    ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
                                    ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1,
-                                   int mode, double* dx)
+                                   int mode, int relu, double* dx)
 
 include "_simd_level.pxi"
 
@@ -235,19 +236,19 @@ cdef inline void _fill_tables(Geometry g, floating* tables) noexcept nogil:
 
 
 cdef void _forward_tiles(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Geometry g,
-                         int mode, int nt) noexcept:
+                         int mode, bint relu, int nt) noexcept:
     """The windows tile the input (see :func:`_tiles`): each thread pools one block of output
-    rows with the vector kernels."""
+    rows with the vector kernels (``relu``: and applies the ReLU)."""
     cdef Py_ssize_t rows = x.shape[0] * g.Ho, blocks = min(nt, rows), k
     with nogil:
         for k in prange(blocks, num_threads=nt, schedule="static"):
             if floating is float:
                 cnx_pool_tile_rows_f(&x[0, 0, 0, 0], g.H, g.W * g.C, g.kh, g.kw, g.C, g.Ho, g.Wo,
-                                     k * rows // blocks, (k + 1) * rows // blocks, mode,
+                                     k * rows // blocks, (k + 1) * rows // blocks, mode, relu,
                                      &y[0, 0, 0, 0])
             else:
                 cnx_pool_tile_rows_d(&x[0, 0, 0, 0], g.H, g.W * g.C, g.kh, g.kw, g.C, g.Ho, g.Wo,
-                                     k * rows // blocks, (k + 1) * rows // blocks, mode,
+                                     k * rows // blocks, (k + 1) * rows // blocks, mode, relu,
                                      &y[0, 0, 0, 0])
 
 
@@ -347,7 +348,8 @@ cdef void _backward_disjoint(const floating[:, :, :, ::1] x, const floating[:, :
 
 
 cdef void _backward_tiles(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] dy,
-                          floating[:, :, :, ::1] dx, Geometry g, int mode, int nt) noexcept:
+                          floating[:, :, :, ::1] dx, Geometry g, int mode, bint relu,
+                          int nt) noexcept:
     """stride == size and no padding: the windows tile the input, so each thread assigns the
     bands of ``kh`` input rows of one block of output rows directly (vector kernels); rows and
     columns no tile covers get zeros."""
@@ -359,10 +361,10 @@ cdef void _backward_tiles(const floating[:, :, :, ::1] x, const floating[:, :, :
             r1 = (k + 1) * rows // blocks
             if floating is float:
                 cnx_pool_tile_grad_rows_f(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], g.H, row, g.kh, g.kw,
-                                          g.C, g.Ho, g.Wo, r0, r1, mode, &dx[0, 0, 0, 0])
+                                          g.C, g.Ho, g.Wo, r0, r1, mode, relu, &dx[0, 0, 0, 0])
             else:
                 cnx_pool_tile_grad_rows_d(&x[0, 0, 0, 0], &dy[0, 0, 0, 0], g.H, row, g.kh, g.kw,
-                                          g.C, g.Ho, g.Wo, r0, r1, mode, &dx[0, 0, 0, 0])
+                                          g.C, g.Ho, g.Wo, r0, r1, mode, relu, &dx[0, 0, 0, 0])
             for r in range(r0, r1):
                 n = r // g.Ho
                 oh = r % g.Ho
@@ -410,8 +412,9 @@ cdef bint _tiles(Geometry g) noexcept:
             and g.Wo * g.kw <= g.W - g.left and g.top == 0 and g.left == 0)
 
 
-def pool2d_forward(x, size, stride, padding, mode, out=None):
-    """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)`` (``out`` when given).
+def pool2d_forward(x, size, stride, padding, mode, out=None, relu=False):
+    """Pool ``x (N, H, W, C)`` into ``y (N, Ho, Wo, C)`` (``out`` when given); ``relu`` (max and
+    min): ``relu(pool(x))``, fused into the vector kernels when the windows tile the input.
 
     ``Ho = (H + top + bottom - size_h) // stride_h + 1`` (same for ``Wo``).
     """
@@ -421,9 +424,9 @@ def pool2d_forward(x, size, stride, padding, mode, out=None):
     y = output(out, (x.shape[0], g.Ho, g.Wo, g.C), x.dtype)
     if _tiles(g):
         if x.dtype == np.float32:
-            _forward_tiles[float](x, y, g, code, nt)
+            _forward_tiles[float](x, y, g, code, relu, nt)
         else:
-            _forward_tiles[double](x, y, g, code, nt)
+            _forward_tiles[double](x, y, g, code, relu, nt)
         return y
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
@@ -432,12 +435,15 @@ def pool2d_forward(x, size, stride, padding, mode, out=None):
         _forward[float](x, y, g, code, tables, scratch, nt)
     else:
         _forward[double](x, y, g, code, tables, scratch, nt)
+    if relu:  # as the ReLU kernel: -0.0 and below become +0.0, NaN stays
+        np.maximum(y, 0, out=y)
     return y
 
 
-def pool2d_backward(dy, x, size, stride, padding, mode, out=None):
+def pool2d_backward(dy, x, size, stride, padding, mode, out=None, relu=False):
     """Gradient ``dx (N, H, W, C)`` of pooling ``x`` given ``dy (N, Ho, Wo, C)`` (written into
-    ``out`` when given).
+    ``out`` when given); ``relu``: of ``relu(pool(x))``, each ``dy`` first multiplied by 1 or 0 as
+    its window's extreme is > 0 or not.
 
     max/min send each output's gradient to the first extreme cell of its window (row-major);
     avg spreads it evenly over the window's real cells. Overlapping windows accumulate.
@@ -450,15 +456,17 @@ def pool2d_backward(dy, x, size, stride, padding, mode, out=None):
     if x.dtype == np.float32 and (g.kh + 1) * g.W * g.C > 1 << 24:
         # cell keys (< (kh + 1) * W * C) would not all be exact in float32
         dx = pool2d_backward(dy.astype(np.float64), x.astype(np.float64), size, stride, padding,
-                             mode)
+                             mode, None, relu)
         return into(out, dx.astype(np.float32))
     dx = output(out, x.shape, x.dtype)
     if tiles:
         if x.dtype == np.float32:
-            _backward_tiles[float](x, dy, dx, g, code, nt)
+            _backward_tiles[float](x, dy, dx, g, code, relu, nt)
         else:
-            _backward_tiles[double](x, dy, dx, g, code, nt)
+            _backward_tiles[double](x, dy, dx, g, code, relu, nt)
         return dx
+    if relu:
+        dy = dy * (pool2d_forward(x, size, stride, padding, mode) > 0)
     tables = np.empty((g.Wo + g.Wr) * g.C, dtype=x.dtype)
     # one row per thread; 64 spare values keep threads off each other's cache lines
     scratch = np.empty((nt, 4 * g.Wp * g.C + 64), dtype=x.dtype)

@@ -11,10 +11,10 @@
 #define CNX_POOL_TABLE(T)                                                                   \
     struct {                                                                                \
         void (*tile_rows)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,  \
-                          ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, T*);             \
+                          ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, int, int, T*);        \
         void (*tile_grad_rows)(const T*, const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t,         \
                                ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,       \
-                               ptrdiff_t, int, T*);                                         \
+                               ptrdiff_t, int, int, T*);                                    \
     }
 typedef CNX_POOL_TABLE(float) cnx_pool_table_f;
 typedef CNX_POOL_TABLE(double) cnx_pool_table_d;

@@ -19,13 +19,27 @@
  *
  * max: the first cell (in row-major order) holding the maximum, NaN beating any number and the
  * first NaN winning; min likewise with the minimum. Average sums down each tile column first,
- * then across the columns, and divides by kh * kw.
+ * then across the columns, and divides by kh * kw. With `relu` (max and min only) the kernels
+ * compute relu(pool(x)) and its gradient, bit for bit as the separate ReLU kernels would: outputs
+ * <= 0 become +0, and a tile's gradient is multiplied by 1 or 0 as its extreme is > 0 or not.
  */
 /* `v` replaces the running extreme `best`: beyond it (above for max, below for min), or a NaN
  * while `best` is not. */
 static inline CNX_M CNX_NAME(cnx_beats)(CNX_V v, CNX_V best, int lower)
 {
     return (best == best) & ~(lower ? v >= best : v <= best);
+}
+
+/* relu(v): 0 where v <= 0 (a NaN stays). */
+static inline CNX_V CNX_NAME(cnx_relu)(CNX_V v)
+{
+    return CNX_NAME(cnx_blend)(v <= (CNX_V){0}, (CNX_V){0}, v);
+}
+
+/* g * (extreme > 0 ? 1 : 0): the ReLU's gradient rule. */
+static inline CNX_V CNX_NAME(cnx_relu_grad)(CNX_V g, CNX_V extreme)
+{
+    return g * CNX_NAME(cnx_blend)(extreme > (CNX_V){0}, (CNX_V){0} + 1, (CNX_V){0});
 }
 
 /* How tile `ow` (of Wo, C < L channels) places its vectors; it reaches (ow * kw + kw - 1) * C + L
@@ -76,8 +90,8 @@ static inline CNX_M CNX_NAME(cnx_own_lanes)(ptrdiff_t C)
 
 /* Tiles [first, Wo) of one output row of y (Wo * C values) from the kh input rows at x. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
-    const int mode, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
-    ptrdiff_t first, ptrdiff_t Wo, CNX_T* y, CNX_M ours)
+    const int mode, const int relu, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+    ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* y, CNX_M ours)
 {
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = first; ow < Wo; ow++) {
@@ -101,6 +115,8 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
                         best = CNX_NAME(cnx_blend)(CNX_NAME(cnx_beats)(v, best, mode), v, best);
                     }
             }
+            if (relu)
+                best = CNX_NAME(cnx_relu)(best);
             CNX_NAME(cnx_tile_store)(y + ow * C + c, best, how, C, ours);
         })
     }
@@ -110,8 +126,8 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
  * one output row of dy (Wo * C values): max/min assign each tile's gradient to its winning cell
  * and zero to the others; avg gives every cell of the tile the gradient / (kh * kw). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
-    const int mode, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
-    ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* dx, CNX_M ours)
+    const int mode, const int relu, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh,
+    ptrdiff_t kw, ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* dx, CNX_M ours)
 {
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = first; ow < Wo; ow++) {
@@ -133,11 +149,12 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
                         best = CNX_NAME(cnx_blend)(wins, v, best);
                         winner = (wins & (CNX_I)(i * kw + j)) | (~wins & winner);
                     }
+                const CNX_V gw = relu ? CNX_NAME(cnx_relu_grad)(g, best) : g;
                 for (ptrdiff_t i = 0; i < kh; i++)
                     for (ptrdiff_t j = 0; j < kw; j++)
                         CNX_NAME(cnx_tile_store)(
                             dx + i * row + at + j * C,
-                            (CNX_V)((winner == (CNX_I)(i * kw + j)) & (CNX_M)g), how, C, ours);
+                            (CNX_V)((winner == (CNX_I)(i * kw + j)) & (CNX_M)gw), how, C, ours);
             }
         })
     }
@@ -183,8 +200,8 @@ static inline void CNX_NAME(cnx_packed_lanes)(ptrdiff_t kw, ptrdiff_t C, CNX_M* 
 }
 
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_forward)(
-    const int mode, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t C,
-    ptrdiff_t end, CNX_T* y, CNX_M lanes)
+    const int mode, const int relu, const CNX_T* x, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
+    ptrdiff_t C, ptrdiff_t end, CNX_T* y, CNX_M lanes)
 {
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = 0; ow < end; ow++) {
@@ -209,18 +226,21 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_forward)(
                 best = i == 0 ? h : CNX_NAME(cnx_blend)(CNX_NAME(cnx_beats)(h, best, mode), h, best);
             }
         }
+        if (relu)
+            best = CNX_NAME(cnx_relu)(best);
         CNX_NAME(cnx_store)(y + ow * C, best, CNX_L);
     }
 }
 
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_backward)(
-    const int mode, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
-    ptrdiff_t C, ptrdiff_t end, CNX_T* dx, CNX_M lanes, CNX_M channel, CNX_M group)
+    const int mode, const int relu, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh,
+    ptrdiff_t kw, ptrdiff_t C, ptrdiff_t end, CNX_T* dx, CNX_M lanes, CNX_M channel,
+    CNX_M group)
 {
     const CNX_T count = (CNX_T)(kh * kw);
     for (ptrdiff_t ow = 0; ow < end; ow++) {
         const ptrdiff_t at = ow * kw * C;
-        const CNX_V g = __builtin_shuffle(CNX_NAME(cnx_load)(dy + ow * C), channel);
+        CNX_V g = __builtin_shuffle(CNX_NAME(cnx_load)(dy + ow * C), channel);
         if (mode == 2) {
             const CNX_V share = g / count;
             for (ptrdiff_t i = 0; i < kh; i++)
@@ -247,6 +267,8 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_backward)(
             best_row = (wins & v_row) | (~wins & best_row);
             best_col = (wins & (CNX_I)j) | (~wins & best_col);
         }
+        if (relu) /* lanes below C hold each channel's extreme */
+            g = CNX_NAME(cnx_relu_grad)(g, __builtin_shuffle(best, channel));
         /* each lane's cell wins when its group is the winning column and its row the winner's */
         const CNX_M hit = (__builtin_shuffle(best_col, channel) == group);
         const CNX_M win_row = __builtin_shuffle(best_row, channel);
@@ -291,62 +313,65 @@ static inline ptrdiff_t CNX_NAME(cnx_band)(ptrdiff_t r, ptrdiff_t H, ptrdiff_t H
 
 /* Output rows [r0, r1): packed tiles first, then the others cell by cell. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_rows_forward)(
-    const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, ptrdiff_t H,
-    ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0, ptrdiff_t r1, CNX_T* y)
+    const int mode, const int relu, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x,
+    ptrdiff_t H, ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
+    ptrdiff_t r1, CNX_T* y)
 {
     const CNX_NAME(cnx_plan) plan = CNX_NAME(cnx_make_plan)(row, kw, C, Wo);
     for (ptrdiff_t r = r0; r < r1; r++) {
         const CNX_T* band = x + CNX_NAME(cnx_band)(r, H, Ho, kh, row);
 #if CNX_VBYTES == 64
-        CNX_NAME(cnx_packed_forward)(mode, band, row, kh, kw, C, plan.first, y + r * Wo * C,
-                                     plan.lanes);
+        CNX_NAME(cnx_packed_forward)(mode, relu, band, row, kh, kw, C, plan.first,
+                                     y + r * Wo * C, plan.lanes);
 #endif
-        CNX_NAME(cnx_tile_forward)(mode, band, row, kh, kw, C, plan.first, Wo, y + r * Wo * C,
-                                   plan.ours);
+        CNX_NAME(cnx_tile_forward)(mode, relu, band, row, kh, kw, C, plan.first, Wo,
+                                   y + r * Wo * C, plan.ours);
     }
 }
 
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_rows_backward)(
-    const int mode, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x, const CNX_T* dy,
-    ptrdiff_t H, ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t r0,
-    ptrdiff_t r1, CNX_T* dx)
+    const int mode, const int relu, const ptrdiff_t kh, const ptrdiff_t kw, const CNX_T* x,
+    const CNX_T* dy, ptrdiff_t H, ptrdiff_t row, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo,
+    ptrdiff_t r0, ptrdiff_t r1, CNX_T* dx)
 {
     const CNX_NAME(cnx_plan) plan = CNX_NAME(cnx_make_plan)(row, kw, C, Wo);
     for (ptrdiff_t r = r0; r < r1; r++) {
         const ptrdiff_t band = CNX_NAME(cnx_band)(r, H, Ho, kh, row);
 #if CNX_VBYTES == 64
-        CNX_NAME(cnx_packed_backward)(mode, x + band, dy + r * Wo * C, row, kh, kw, C, plan.first,
-                                      dx + band, plan.lanes, plan.channel, plan.group);
+        CNX_NAME(cnx_packed_backward)(mode, relu, x + band, dy + r * Wo * C, row, kh, kw, C,
+                                      plan.first, dx + band, plan.lanes, plan.channel,
+                                      plan.group);
 #endif
-        CNX_NAME(cnx_tile_backward)(mode, x + band, dy + r * Wo * C, row, kh, kw, C, plan.first,
-                                    Wo, dx + band, plan.ours);
+        CNX_NAME(cnx_tile_backward)(mode, relu, x + band, dy + r * Wo * C, row, kh, kw, C,
+                                    plan.first, Wo, dx + band, plan.ours);
     }
 }
 
-/* CALL(mode, kh, kw) with the mode, and for 2 x 2 tiles the size, as constants (each call is
- * compiled for its constants). */
-#define CNX_SPECIALISE(CALL)                                                          \
-    if (kh == 2 && kw == 2) {                                                         \
-        switch (mode) {                                                               \
-        case 0: CALL(0, 2, 2); break;                                                 \
-        case 1: CALL(1, 2, 2); break;                                                 \
-        default: CALL(2, 2, 2);                                                       \
-        }                                                                             \
-    } else {                                                                          \
-        switch (mode) {                                                               \
-        case 0: CALL(0, kh, kw); break;                                               \
-        case 1: CALL(1, kh, kw); break;                                               \
-        default: CALL(2, kh, kw);                                                     \
-        }                                                                             \
+/* CALL(mode, relu, kh, kw) with the mode, the ReLU flag (max and min only) and, for 2 x 2 tiles,
+ * the size as constants (each call is compiled for its constants). */
+#define CNX_MODES(CALL, KH, KW)                   \
+    switch (mode + 3 * (relu != 0)) {             \
+    case 0: CALL(0, 0, KH, KW); break;            \
+    case 1: CALL(1, 0, KH, KW); break;            \
+    case 3: CALL(0, 1, KH, KW); break;            \
+    case 4: CALL(1, 1, KH, KW); break;            \
+    default: CALL(2, 0, KH, KW);                  \
+    }
+#define CNX_SPECIALISE(CALL)         \
+    if (kh == 2 && kw == 2) {        \
+        CNX_MODES(CALL, 2, 2)        \
+    } else {                         \
+        CNX_MODES(CALL, kh, kw)      \
     }
 
-/* Pool output rows [r0, r1) of tiles (see cnx_rows_forward); mode: 0 max, 1 min, 2 avg. */
+/* Pool output rows [r0, r1) of tiles (see cnx_rows_forward); mode: 0 max, 1 min, 2 avg; relu:
+ * relu(pool(x)) (max and min). */
 static void CNX_NAME(cnx_pool_tile_rows)(const CNX_T* x, ptrdiff_t H, ptrdiff_t row, ptrdiff_t kh,
                                          ptrdiff_t kw, ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo,
-                                         ptrdiff_t r0, ptrdiff_t r1, int mode, CNX_T* y)
+                                         ptrdiff_t r0, ptrdiff_t r1, int mode, int relu, CNX_T* y)
 {
-#define CNX_FORWARD(M, KH, KW) \
-    CNX_NAME(cnx_rows_forward)(M, KH, KW, x, H, row, C, Ho, Wo, r0, r1, y)
+#define CNX_FORWARD(M, R, KH, KW) \
+    CNX_NAME(cnx_rows_forward)(M, R, KH, KW, x, H, row, C, Ho, Wo, r0, r1, y)
     CNX_SPECIALISE(CNX_FORWARD)
 #undef CNX_FORWARD
 }
@@ -355,15 +380,17 @@ static void CNX_NAME(cnx_pool_tile_rows)(const CNX_T* x, ptrdiff_t H, ptrdiff_t 
 static void CNX_NAME(cnx_pool_tile_grad_rows)(const CNX_T* x, const CNX_T* dy, ptrdiff_t H,
                                               ptrdiff_t row, ptrdiff_t kh, ptrdiff_t kw,
                                               ptrdiff_t C, ptrdiff_t Ho, ptrdiff_t Wo,
-                                              ptrdiff_t r0, ptrdiff_t r1, int mode, CNX_T* dx)
+                                              ptrdiff_t r0, ptrdiff_t r1, int mode, int relu,
+                                              CNX_T* dx)
 {
-#define CNX_BACKWARD(M, KH, KW) \
-    CNX_NAME(cnx_rows_backward)(M, KH, KW, x, dy, H, row, C, Ho, Wo, r0, r1, dx)
+#define CNX_BACKWARD(M, R, KH, KW) \
+    CNX_NAME(cnx_rows_backward)(M, R, KH, KW, x, dy, H, row, C, Ho, Wo, r0, r1, dx)
     CNX_SPECIALISE(CNX_BACKWARD)
 #undef CNX_BACKWARD
 }
 
 #undef CNX_SPECIALISE
+#undef CNX_MODES
 
 static const CNX_CAT2(cnx_pool_table, CNX_S) CNX_NAME(cnx_pool_table) = {
     CNX_NAME(cnx_pool_tile_rows), CNX_NAME(cnx_pool_tile_grad_rows),

@@ -143,7 +143,7 @@ def test_conv2d_backward_matches_numpy(compiled_backend, case, dtype, layout, se
 @SETTINGS
 @given(
     case=pool_cases(),
-    mode=st.sampled_from(["max", "min", "avg"]),
+    mode=st.sampled_from(["max", "min", "avg", "max+relu", "min+relu"]),
     values=st.sampled_from(["uniform", "ties", "nan"]),
     dtype=DTYPES,
     layout=LAYOUTS,
@@ -154,7 +154,8 @@ def test_pool2d_forward_and_backward_match_numpy(
 ):
     rng = np.random.default_rng(seed)
     x = with_layout(random_values(rng, case["x_shape"], dtype, values), layout)
-    kwargs = {**case["kwargs"], "mode": mode}
+    mode, relu = mode.split("+")[0], mode.endswith("+relu")
+    kwargs = {**case["kwargs"], "mode": mode, "relu": relu}
     got = ops.pool2d(x, **kwargs, backend=compiled_backend)
     want = ops.pool2d(x, **kwargs, backend="numpy")
     assert want.dtype == dtype
@@ -270,6 +271,33 @@ def test_relu_forward_and_backward_match_numpy_bit_for_bit(compiled_backend, sha
         assert got.dtype == want.dtype == dtype and got.shape == want.shape == tuple(shape)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@SETTINGS
+@given(case=pool_cases(), mode=st.sampled_from(["max", "min"]), dtype=DTYPES, seed=SEEDS)
+def test_pool2d_with_relu_is_relu_of_the_pooling_bit_for_bit(backend_name, case, mode, dtype,
+                                                             seed):
+    """``relu=True`` equals ReLU after the pooling exactly (signs of zero, NaN from a NaN
+    window), and its gradient equals ``relu_backward`` at the pooled values then the pooling's
+    gradient, also for infinite and NaN ``dy``."""
+    rng = np.random.default_rng(seed)
+    x = random_values(rng, case["x_shape"], dtype, "ties")
+    x.flat[rng.choice(x.size, size=max(1, x.size // 20), replace=False)] = np.nan
+    x[x == 0] = rng.choice(np.array([0.0, -0.0], dtype), size=int((x == 0).sum()))
+    kwargs = {**case["kwargs"], "mode": mode, "backend": backend_name}
+    pooled = ops.pool2d(x, **kwargs)
+    y = ops.pool2d(x, **kwargs, relu=True)
+    want = ops.relu(pooled, backend=backend_name)
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(want))
+    dy = random_values(rng, y.shape, dtype)
+    dy.flat[: min(3, dy.size)] = [np.inf, np.nan, -np.inf][: min(3, dy.size)]
+    with np.errstate(invalid="ignore"):  # 0 * inf
+        got = ops.pool2d_backward(dy, x, **kwargs, relu=True)
+        want = ops.pool2d_backward(ops.relu_backward(dy, pooled, backend=backend_name), x,
+                                   **kwargs)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -8,8 +8,8 @@ result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.worksp
   conv2d_forward(x, w, b, stride, padding, dilation, out=None) -> y
   conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=None)
       -> (dx or None, dw, db)
-  pool2d_forward(x, size, stride, padding, mode, out=None) -> y
-  pool2d_backward(dy, x, size, stride, padding, mode, out=None) -> dx
+  pool2d_forward(x, size, stride, padding, mode, out=None, relu=False) -> y
+  pool2d_backward(dy, x, size, stride, padding, mode, out=None, relu=False) -> dx
   upsample2d_forward(x, scale, out=None) -> y
   upsample2d_backward(dy, scale, out=None) -> dx
   dense_forward(x, w, b, out=None) -> y
@@ -19,7 +19,8 @@ result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.worksp
 
 Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
 ``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is
-``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``. The dense ops take
+``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``; ``relu`` (max and
+min only) makes the pooling ops compute ``relu(pool(x))`` and its gradient. The dense ops take
 ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None and give ``y (N, U)``. The ReLU ops take arrays of
 any shape (``dy`` and ``z`` of one shape).
 

@@ -120,8 +120,9 @@ def _avg_divisor(real: np.ndarray, dtype) -> np.ndarray:
 
 
 def pool2d_forward(x, size: Pair, stride: Pair, padding: Padding4, mode: str,
-                   out=None) -> np.ndarray:
-    """Max, min or average over each window; ``y (N, Ho, Wo, C)``.
+                   out=None, relu: bool = False) -> np.ndarray:
+    """Max, min or average over each window; ``y (N, Ho, Wo, C)``; ``relu`` (max and min):
+    :func:`relu_forward` of that.
 
     Padding cells never win max/min and are not counted by avg (avg divides by the number of real
     cells in the window). A NaN in a window makes its max/min NaN.
@@ -130,16 +131,20 @@ def pool2d_forward(x, size: Pair, stride: Pair, padding: Padding4, mode: str,
     if mode == "avg":
         return into(out, windows.sum(axis=-1) / _avg_divisor(real, x.dtype))  # padding: zeros
     winner = _winners(windows, real, mode)
-    return into(out, np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0])
+    y = np.take_along_axis(windows, winner[..., None], axis=-1)[..., 0]
+    return relu_forward(y, out) if relu else into(out, y)
 
 
 def pool2d_backward(dy, x, size: Pair, stride: Pair, padding: Padding4, mode: str,
-                    out=None) -> np.ndarray:
+                    out=None, relu: bool = False) -> np.ndarray:
     """Gradient ``dx (N, H, W, C)`` of :func:`pool2d_forward` given ``dy (N, Ho, Wo, C)``.
 
     max/min send each output's gradient to the first extreme cell of its window (row-major);
-    avg spreads it evenly over the real cells. Overlapping windows accumulate.
+    avg spreads it evenly over the real cells. Overlapping windows accumulate. With ``relu`` the
+    gradient first goes through :func:`relu_backward` at the pooled values.
     """
+    if relu:
+        dy = relu_backward(dy, pool2d_forward(x, size, stride, padding, mode))
     kh, kw = size
     out_hw = dy.shape[1:3]
     windows, real = _pool_setup(x, size, stride, padding)

@@ -39,6 +39,7 @@ class Pool2D(Layer):
         self.mode = KINDS[key]
         self.pads: Optional[tuple[int, int, int, int]] = None
         self._x: Optional[np.ndarray] = None
+        self._relu = False
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         check_spatial_input(self, input_shape)
@@ -55,18 +56,20 @@ class Pool2D(Layer):
         self.pads = pads
         return (*pool_output_hw(in_hw, self.pool_size, self.strides, pads), input_shape[2])
 
-    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        self._x = x
+    def forward(self, x: np.ndarray, training: bool = False, relu: bool = False) -> np.ndarray:
+        """``relu`` (max and min pooling): return ``relu(pool(x))``, and make :meth:`backward`
+        its gradient (a model fuses the ReLU of the layer before into the pooling this way)."""
+        self._x, self._relu = x, relu
         y = self.buffer("y", (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).pool2d_forward(
-            x, self.pool_size, self.strides, self.pads, self.mode, y
+            x, self.pool_size, self.strides, self.pads, self.mode, y, relu
         )
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x = self._x
         return resolve(self.backend).pool2d_backward(
             np.ascontiguousarray(dy), x, self.pool_size, self.strides, self.pads, self.mode,
-            self.buffer("dx", x.shape, x.dtype),
+            self.buffer("dx", x.shape, x.dtype), self._relu,
         )
 
     def get_config(self) -> dict[str, Any]:
