@@ -312,11 +312,13 @@ class Sequential:
             and isinstance(layers[i + 1], Pool2D) and layers[i + 1].mode in ("max", "min")
         )
 
-    def _forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+    def _forward(self, x: np.ndarray, training: bool, last_activation: bool = True) -> np.ndarray:
+        """The model output (``last_activation=False``: the last layer's pre-activation)."""
         pairs = self._relu_pool_pairs()
+        last = len(self.layers) - 1
         with self._blas_policy():
             for i, layer in enumerate(self.layers):
-                if i in pairs:
+                if i in pairs or (i == last and not last_activation):
                     x = layer.forward_preactivation(x, training)
                 elif i - 1 in pairs:  # the pooling that takes over layer i - 1's ReLU
                     x = layer.forward(x, training, relu=True)
@@ -366,8 +368,12 @@ class Sequential:
     def _train_step(self, x: np.ndarray, t: np.ndarray, mode: str) -> tuple[float, np.ndarray]:
         """One optimizer step; ``out`` (the model output) stays valid until the next step."""
         with self._workspaces():
-            out = self._forward(x, True)
-            loss, grad = self._batch_loss(t, out, mode, need_grad=True)
+            if mode == "fused":  # the loss applies the output activation along the way
+                z = self._forward(x, True, last_activation=False)
+                loss, grad, out = self.loss.logits_value_grad_and_output(t, z)
+            else:
+                out = self._forward(x, True)
+                loss, grad = self._batch_loss(t, out, mode, need_grad=True)
             self._backward(grad, mode)
         triples = [(f"{layer.name}.{key}", param, layer.grads[key])
                    for layer in self.layers if layer.trainable

@@ -171,3 +171,39 @@ def test_relu_derivative_uses_the_input_and_sigmoid_is_stable():
     assert leaky.get_config() == {"name": "leaky_relu", "alpha": 0.2}
     with pytest.raises(ValueError, match="unknown activation 'gelu'"):
         activations.get("gelu")
+
+
+@pytest.mark.parametrize("name, activation, labels", [
+    ("sparse_categorical_crossentropy", "softmax", "ids"),
+    ("categorical_crossentropy", "softmax", "onehot"),
+    ("binary_crossentropy", "sigmoid", "binary"),
+])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_output_is_the_activation_bit_for_bit(name, activation, labels, dtype):
+    """A training step takes the model output from the loss: it must be exactly what the
+    activation layer computes (with rows of very large logits too)."""
+    loss = losses.get(name)
+    k = 1 if labels == "binary" else 4
+    z = (RNG.standard_normal((6, k)) * 30).astype(dtype)
+    z[0] = 1e4
+    ids = np.array([0, 3, 1, 1, 2, 0]) % max(k, 2)
+    y = {"ids": ids, "onehot": np.eye(4)[ids], "binary": ids.reshape(-1, 1) % 2}[labels]
+    t = loss.prepare_targets(y, (k,), np.dtype(dtype))
+    value, dz, out = loss.logits_value_grad_and_output(t, z)
+    np.testing.assert_array_equal(out, activations.get(activation).forward(z))
+    assert out.dtype == dz.dtype == dtype and np.isfinite(value)
+    value2, dz2 = loss.logits_value_and_grad(t, z)
+    assert value2 == value
+    np.testing.assert_array_equal(dz2, dz)
+
+
+def test_fused_training_step_returns_the_activated_output():
+    from cnnext import Sequential, layers
+
+    model = Sequential([layers.Dense(5, input_shape=(3,)), layers.Dense(4, activation="softmax")],
+                       seed=1, backend="numpy")
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = RNG.standard_normal((8, 3)).astype(np.float32)
+    _, out = model._train_step(x, np.arange(8) % 4, model._loss_mode())
+    last = model.layers[-1]
+    np.testing.assert_array_equal(out, last.activation.forward(last.preactivation))
