@@ -182,8 +182,8 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
         dyp = scratch("dyp", (N, Ho, Wo, Fp), x.dtype, zero=True)
         _place(dy, dyp, 0, 0, 1, 1, nt)
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
-    dwc = scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype, zero=True)
-    dbc = np.zeros((chunks, Fp), dtype=x.dtype)
+    dwc = scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype)
+    dbc = scratch("dbc", (chunks, Fp), x.dtype)
     _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
                         stride[1], dilation[0], nt)
     dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
@@ -257,8 +257,8 @@ def _weight_grad_expanded(dy, x, w, padding, nt):
     KH, KW, _, F = w.shape
     L, chunks = _lanes(x.dtype), min(x.shape[0], WEIGHT_GRAD_CHUNKS)
     planes, pitch, E, ew = _expanded_buffers(x, F, padding, nt)
-    dwacc = scratch("dwc", (chunks, F, KH, KW, L), x.dtype, zero=True)
-    dbacc = scratch("dbc", (chunks, F, L), x.dtype, zero=True)
+    dwacc = scratch("dwc", (chunks, F, KH, KW, L), x.dtype)
+    dbacc = scratch("dbc", (chunks, F, L), x.dtype)
     _expanded_weight_grad(x, padding[0], padding[2], dy, dwacc, dbacc, planes, pitch, E, ew, nt)
     dw = np.zeros((KH * KW, F), dtype=x.dtype)
     db = np.zeros((1, F), dtype=x.dtype)

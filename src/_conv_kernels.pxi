@@ -188,8 +188,9 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
                         const Py_ssize_t[::1] toff, floating[:, :, :, ::1] dwc,
                         floating[:, ::1] dbc, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
     """Per-chunk partial gradients: ``dwc[k] (KH, ntaps, Fp)`` and ``dbc[k] (Fp,)`` summed over
-    chunk k of the batch (chunk k holds samples ``[k*N//K, (k+1)*N//K)``); zero-initialised.
-    One task per (chunk, kernel row), so the result does not depend on the thread count."""
+    chunk k of the batch (chunk k holds samples ``[k*N//K, (k+1)*N//K)``), each cleared by the
+    task that fills it. One task per (chunk, kernel row), so the result does not depend on the
+    thread count."""
     cdef Py_ssize_t N = dyp.shape[0], Ho = dyp.shape[1], Wo = dyp.shape[2], Fp = dyp.shape[3]
     cdef Py_ssize_t Wp = xpad.shape[2], C = xpad.shape[3]
     cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ntaps = dwc.shape[2]
@@ -199,6 +200,9 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
     for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
         k = item // KH
         kh = item % KH
+        memset(&dwc[k, kh, 0, 0], 0, ntaps * Fp * sizeof(floating))
+        if kh == 0:
+            memset(&dbc[k, 0], 0, Fp * sizeof(floating))
         for n in range(k * N // K, (k + 1) * N // K):
             _weight_grad_sample(&xpad[n, kh * dh, 0, 0], sh * Wp * C, sw * C, &toff[0], ntaps,
                                 &dyp[n, 0, 0, 0], Ho, Wo, Fp, &dwc[k, kh, 0, 0])
@@ -291,7 +295,7 @@ def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssi
                           floating[:, ::1] E, Py_ssize_t ew, int nt):
     """Per-chunk partial weight and bias gradients of a one-channel input by expanded rows, by
     residue: ``dwacc[k] (F, KH, KW, L)`` and ``dbacc[k] (F, L)`` summed over chunk k of the batch
-    (zero-initialised; see cnx_expanded_weight_grad). ``x (N, H, W, 1)`` is padded by
+    (each cleared by the task that fills it; see cnx_expanded_weight_grad). ``x (N, H, W, 1)`` is padded by
     ``(top, left)`` into planes of ``pitch`` columns: each thread's plane ``planes[thread]`` (zero
     borders) and expanded rows ``E[thread]`` (``ew`` apart)."""
     cdef Py_ssize_t N = x.shape[0], K = dwacc.shape[0], KH = dwacc.shape[2], KW = dwacc.shape[3]
@@ -299,6 +303,8 @@ def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssi
     cdef Py_ssize_t k, n, tid
     for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
         tid = omp_get_thread_num()
+        memset(&dwacc[k, 0, 0, 0, 0], 0, F * KH * KW * dwacc.shape[4] * sizeof(floating))
+        memset(&dbacc[k, 0, 0], 0, F * dbacc.shape[2] * sizeof(floating))
         for n in range(k * N // K, (k + 1) * N // K):
             _expanded_sample(x, n, top, left, &planes[tid, 0], rows, pitch, F, &E[tid, 0], ew)
             if floating is float:
