@@ -37,11 +37,9 @@ cdef extern from "_dense_simd.h" nogil:
     void cnx_gemm_d(const double* a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t m, ptrdiff_t K,
                     const double* b, ptrdiff_t ldb, const double* bias, double* c,
                     ptrdiff_t ldc, ptrdiff_t n0, ptrdiff_t n1)
-    # rows [u0, u1) of wt (U, ldt) = w (D, U).T
-    void cnx_transpose_rows_f(const float* w, ptrdiff_t D, ptrdiff_t U, float* wt, ptrdiff_t ldt,
-                              ptrdiff_t u0, ptrdiff_t u1)
-    void cnx_transpose_rows_d(const double* w, ptrdiff_t D, ptrdiff_t U, double* wt,
-                              ptrdiff_t ldt, ptrdiff_t u0, ptrdiff_t u1)
+    # wt (U, ldt) = w (D, U).T in its first D columns
+    void cnx_transpose_f(const float* w, ptrdiff_t D, ptrdiff_t U, float* wt, ptrdiff_t ldt)
+    void cnx_transpose_d(const double* w, ptrdiff_t D, ptrdiff_t U, double* wt, ptrdiff_t ldt)
 
 include "_simd_level.pxi"
 
@@ -114,12 +112,10 @@ def _product_transposed(const floating[:, ::1] a, const floating[:, ::1] w, floa
     with nogil, parallel(num_threads=nt):
         for t in prange(nt, schedule="static"):
             lo, hi = _tile_bound(D, width, t, nt), _tile_bound(D, width, t + 1, nt)
-            if floating is float:
-                cnx_transpose_rows_f(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1],
-                                     0, U)
+            if floating is float:  # the rows of w for this thread's columns of c
+                cnx_transpose_f(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1])
             else:
-                cnx_transpose_rows_d(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1],
-                                     0, U)
+                cnx_transpose_d(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1])
         for t in prange(nt, schedule="static"):
             _gemm(&a[0, 0], U, 1, m, U, &wt[0, 0], wt.shape[1], NULL, &c[0, 0], D, t, nt,
                   by_rows)

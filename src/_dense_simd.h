@@ -12,10 +12,10 @@
 
 #define CNX_GEMM_TABLE(T)                                                                     \
     struct {                                                                                  \
-        void (*gemm)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, ptrdiff_t,     \
+        void (*gemm)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, ptrdiff_t, \
                      const T*, T*, ptrdiff_t, ptrdiff_t, ptrdiff_t);                          \
         int lanes; /* elements per vector */                                                  \
-        int rows;  /* rows of a register tile at most */                                   \
+        int rows;  /* rows of a register tile at most */                                      \
     }
 typedef CNX_GEMM_TABLE(float) cnx_gemm_table_f;
 typedef CNX_GEMM_TABLE(double) cnx_gemm_table_d;
@@ -27,24 +27,23 @@ typedef CNX_GEMM_TABLE(double) cnx_gemm_table_d;
 /* cnx_select() and the selected kernels: cnx_dense_f, cnx_dense_d. */
 CNX_SELECTOR(cnx_gemm_table, cnx_dense)
 
-/* Rows [u0, u1) of wt (U, ldt) = w (D, U).T (columns [0, D) of them), in 16 x 16 blocks; T is
- * float or double. */
-#define CNX_TRANSPOSE_ROWS(NAME, T)                                                         \
-    static void NAME(const T* w, ptrdiff_t D, ptrdiff_t U, T* wt, ptrdiff_t ldt, ptrdiff_t u0, \
-                     ptrdiff_t u1)                                                          \
+/* wt (U, ldt) = w (D, U).T in its first D columns, in 16 x 16 blocks; T is float or double. */
+#define CNX_TRANSPOSE(NAME, T)                                                              \
+    static void NAME(const T* w, ptrdiff_t D, ptrdiff_t U, T* wt, ptrdiff_t ldt)            \
     {                                                                                       \
         for (ptrdiff_t d0 = 0; d0 < D; d0 += 16) {                                          \
             const ptrdiff_t d1 = d0 + 16 < D ? d0 + 16 : D;                                 \
-            for (ptrdiff_t b0 = u0; b0 < u1; b0 += 16) {                                    \
-                const ptrdiff_t b1 = b0 + 16 < u1 ? b0 + 16 : u1;                           \
-                for (ptrdiff_t u = b0; u < b1; u++)                                         \
+            for (ptrdiff_t u0 = 0; u0 < U; u0 += 16) {                                      \
+                const ptrdiff_t u1 = u0 + 16 < U ? u0 + 16 : U;                             \
+                for (ptrdiff_t u = u0; u < u1; u++)                                         \
                     for (ptrdiff_t d = d0; d < d1; d++)                                     \
                         wt[u * ldt + d] = w[d * U + u];                                     \
             }                                                                               \
         }                                                                                   \
     }
-CNX_TRANSPOSE_ROWS(cnx_transpose_rows_f, float)
-CNX_TRANSPOSE_ROWS(cnx_transpose_rows_d, double)
+CNX_TRANSPOSE(cnx_transpose_f, float)
+CNX_TRANSPOSE(cnx_transpose_d, double)
+#undef CNX_TRANSPOSE
 
 #define cnx_gemm_f(...) (cnx_dense_f.gemm(__VA_ARGS__))
 #define cnx_gemm_d(...) (cnx_dense_d.gemm(__VA_ARGS__))
