@@ -32,7 +32,8 @@ BACKENDS = backend.available_backends()
 TOTAL_CALLS = 10_000
 # Share of TOTAL_CALLS per op; examples = calls / backends (each example calls every backend).
 SHARES = {"conv2d": 0.2, "conv2d_backward": 0.2, "pool2d": 0.18, "pool2d_backward": 0.18,
-          "upsample2d": 0.12, "upsample2d_backward": 0.12, "relu": 0.05, "relu_backward": 0.05}
+          "upsample2d": 0.12, "upsample2d_backward": 0.12, "dense": 0.05, "dense_backward": 0.05,
+          "relu": 0.05, "relu_backward": 0.05}
 EXAMPLES = {op: math.ceil(TOTAL_CALLS * share / len(BACKENDS)) for op, share in SHARES.items()}
 TALLY: Counter = Counter()
 MAX_PARAMETER = 2**31 - 1
@@ -355,6 +356,7 @@ def _pool_case(data, backward: bool):
         draw_int_param(data, st.integers(1, 3), [10**6, MAX_PARAMETER])
     padding = draw_padding(data, small_max=1)
     mode = data.draw(st.sampled_from(["max", "min", "avg", "max", "avg", "MAX", "mean", None]))
+    relu = data.draw(st.sampled_from([False, False, True, "yes", 1]))
     o = Oracle()
     xa = o.array("x", x, 4)
     geometry = pad = None
@@ -362,6 +364,10 @@ def _pool_case(data, backward: bool):
         shape_ok = o.nonempty("x", xa.shape, 1)
         if mode not in ("max", "min", "avg"):
             o.add(ValueError, "mode=")
+        if not isinstance(relu, bool):
+            o.add(TypeError, "relu must be a bool")
+        elif relu and mode == "avg":
+            o.add(ValueError, "relu=True needs mode")
         k = o.pair("size", size)
         s = k if stride is None else o.pair("stride", stride)
         pad = o.padding(padding, xa.shape[1:3], k or (1, 1), s)
@@ -386,7 +392,8 @@ def _pool_case(data, backward: bool):
                 o.memory(out_dtype(xa, dya), padded(xa.shape, pad))
         args, shapes = (dy, x), [None if xa is None else xa.shape]
         dtype = out_dtype(xa, dya) if not o.problems else None
-    check_call(op, o, shapes, dtype, *args, size, stride=stride, padding=padding, mode=mode)
+    check_call(op, o, shapes, dtype, *args, size, stride=stride, padding=padding, mode=mode,
+               relu=relu)
 
 
 def _upsample_case(data, backward: bool):
@@ -419,6 +426,41 @@ def _upsample_case(data, backward: bool):
     check_call(op, o, [shape], None if dya is None else out_dtype(dya), dy, scale)
 
 
+def _dense_case(data, backward: bool):
+    """``x (N, D) @ w (D, U) + b``: sizes around the kernel's tiles, mismatched ``w``, ``b`` or
+    ``dy`` now and then."""
+    op = "dense_backward" if backward else "dense"
+    n, d, u = (data.draw(st.integers(lo, 40)) for lo in (0, 1, 1))
+    x = make_array(data, draw_shape(data, (n, d)))
+    w_rows = d if data.draw(st.integers(0, 9)) else data.draw(st.integers(1, 40))
+    w = make_array(data, draw_shape(data, (w_rows, u)))
+    o = Oracle()
+    xa, wa = o.array("x", x, 2), o.array("w", w, 2)
+    ok = xa is not None and wa is not None
+    if ok:
+        ok = o.nonempty("x", xa.shape, 1) & o.nonempty("w", wa.shape, 0)
+        if ok and xa.shape[1] != wa.shape[0]:
+            o.add(ValueError, "features", f"x.shape={xa.shape}", f"w.shape={wa.shape}")
+            ok = False
+    if not backward:
+        b = None if data.draw(st.booleans()) else \
+            make_array(data, draw_shape(data, (u if data.draw(st.integers(0, 9)) else u + 1,)))
+        ba = None if b is None else o.array("b", b, 1)
+        if ok and ba is not None and ba.shape != (wa.shape[1],):
+            o.add(ValueError, f"b.shape={ba.shape}", "units")
+        dtype = None if o.problems else out_dtype(xa, wa, ba)
+        check_call(op, o, [(xa.shape[0], wa.shape[1]) if ok else None], dtype, x, w, b)
+        return
+    dy_shape = (n, u) if data.draw(st.integers(0, 4)) else draw_shape(data, (n, u + 1))
+    dy = make_array(data, dy_shape, {"good": 90, "other": 10})
+    dya = o.array("dy", dy, 2)
+    if ok and dya is not None:
+        o.dy(dya.shape, (xa.shape[0], wa.shape[1]))
+    shapes = [xa.shape, wa.shape, (wa.shape[1],)] if ok else []
+    dtype = None if o.problems else out_dtype(dya, xa, wa)
+    check_call(op, o, shapes, dtype, dy, x, w)
+
+
 def _relu_case(data, backward: bool):
     """Any rank (scalars included) and size; ``dy`` sometimes of another shape."""
     shape = tuple(data.draw(st.lists(st.integers(0, 9), max_size=4)))
@@ -441,7 +483,8 @@ def _relu_case(data, backward: bool):
 
 CASES = {"conv2d": _conv_case, "conv2d_backward": _conv_case, "pool2d": _pool_case,
          "pool2d_backward": _pool_case, "upsample2d": _upsample_case,
-         "upsample2d_backward": _upsample_case, "relu": _relu_case, "relu_backward": _relu_case}
+         "upsample2d_backward": _upsample_case, "dense": _dense_case,
+         "dense_backward": _dense_case, "relu": _relu_case, "relu_backward": _relu_case}
 
 
 def _run(op: str) -> None:
@@ -479,6 +522,14 @@ def test_fuzz_upsample2d():
 
 def test_fuzz_upsample2d_backward():
     _run("upsample2d_backward")
+
+
+def test_fuzz_dense():
+    _run("dense")
+
+
+def test_fuzz_dense_backward():
+    _run("dense_backward")
 
 
 def test_fuzz_relu():
