@@ -40,8 +40,8 @@ ALIGNMENT = 64
 class Workspace:
     """Named arrays reused across calls: ``array(name, shape, dtype)`` returns a view of the
     buffer kept for ``name``, reallocated only when it is too small, starting at a multiple of
-    ALIGNMENT bytes. Its contents are whatever the
-    last user left there. Arrays of one name share memory, so a name has one user at a time."""
+    ALIGNMENT bytes. Its contents are whatever the last user left there. Arrays of one name share
+    memory, so a name has one user at a time."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}

@@ -295,9 +295,9 @@ def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssi
                           floating[:, ::1] E, Py_ssize_t ew, int nt):
     """Per-chunk partial weight and bias gradients of a one-channel input by expanded rows, by
     residue: ``dwacc[k] (F, KH, KW, L)`` and ``dbacc[k] (F, L)`` summed over chunk k of the batch
-    (each cleared by the task that fills it; see cnx_expanded_weight_grad). ``x (N, H, W, 1)`` is padded by
-    ``(top, left)`` into planes of ``pitch`` columns: each thread's plane ``planes[thread]`` (zero
-    borders) and expanded rows ``E[thread]`` (``ew`` apart)."""
+    (each cleared by the task that fills it; see cnx_expanded_weight_grad). ``x (N, H, W, 1)`` is
+    padded by ``(top, left)`` into planes of ``pitch`` columns: each thread's plane
+    ``planes[thread]`` (zero borders) and expanded rows ``E[thread]`` (``ew`` apart)."""
     cdef Py_ssize_t N = x.shape[0], K = dwacc.shape[0], KH = dwacc.shape[2], KW = dwacc.shape[3]
     cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], rows = Ho + KH - 1
     cdef Py_ssize_t k, n, tid
@@ -412,10 +412,11 @@ def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::
                         Py_ssize_t sw, Py_ssize_t dh, int nt):
     """Write the input gradient of every sample into ``dxpad (N, Hp, Wp*C + Sp)``: rows of the
     padded ``(Hp, Wp, C)`` input gradient, each followed by ``Sp`` elements of slack (zeros are
-    added there), cleared by the threads and then filled by scattering ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``, whose first
-    ``span`` values of a row are a kernel row's cells and channels. Output rows
-    are taken in ``M`` classes (row index modulo M) whose rows write disjoint input rows; each
-    class runs in parallel over blocks of its rows (across samples), one class after another."""
+    added there), cleared by the threads and then filled by scattering ``dy (N, Ho, Wo, F)`` through
+    ``wt (KH, F, Sp)``, whose first ``span`` values of a row are a kernel row's cells and channels.
+    Output rows are taken in ``M`` classes (row index modulo M) whose rows write disjoint input
+    rows; each class runs in parallel over blocks of its rows (across samples), one class after
+    another."""
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
     cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2], Hp = dxpad.shape[1]
     cdef Py_ssize_t pitch = dxpad.shape[2], rb = cnx_f.rb

@@ -1,6 +1,7 @@
 """While a model runs on the compiled backend with several kernel threads, numpy's BLAS (used by
-Dense layers in training) is held to one thread, so the two thread pools never busy-wait against each other;
-the user's BLAS setting is restored afterwards, also across Python threads and on errors."""
+Dense layers in training) is held to one thread, so the two thread pools never busy-wait against
+each other; the user's BLAS setting is restored afterwards, also across Python threads and on
+errors."""
 from __future__ import annotations
 
 import threading

@@ -5,8 +5,9 @@ as a strided view (``sliding_window_view``) and reduce it; backward passes loop 
 ``KH * KW`` kernel taps only and add each tap's contribution into a padded input gradient.
 
 Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 arrays of one dtype,
-``x (N, H, W, C)`` (``(N, D)`` for the dense ops) with ``N >= 1``, ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int
-pairs and ``padding`` as ``(top, bottom, left, right)``. Every output keeps the input dtype.
+``x (N, H, W, C)`` (``(N, D)`` for the dense ops) with ``N >= 1``,
+``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int pairs and ``padding`` as
+``(top, bottom, left, right)``. Every output keeps the input dtype.
 Each op computes a new array and copies it into ``out`` when that is given (only the compiled
 kernels and numpy's matrix products write in place).
 """

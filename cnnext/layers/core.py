@@ -61,7 +61,7 @@ class Dense(ActivatedLayer):
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         x2 = self._x2
         dx = self.buffer("dx", x2.shape, x2.dtype) if self.input_grad_needed else None
-        dx, dw, db = self._ops(True).dense_backward(
+        dx, dw, db = self._ops(training=True).dense_backward(  # backward: training only
             np.ascontiguousarray(dz).reshape(-1, self.units), x2, self.params["kernel"],
             self.input_grad_needed, dx,
         )
