@@ -11,8 +11,9 @@ Algorithms, chosen per call from the shapes:
   - channel lanes: output channels in the vector lanes, a register block of output pixels
     (forward) or kernel taps (weight gradient) accumulated by outer products;
   - pixel lanes (stride 1, few channels): channel planes with consecutive pixels in the lanes;
-  - input gradient: a scatter of each output pixel through the kernel (the kernel row's span of
-    input cells in the lanes), or a pixel-lane transposed convolution for few input channels;
+  - input gradient: per input row, a sum over the kernel rows that reach it of each output
+    pixel's gradient times the kernel row's span of input cells and channels (in the lanes), or a
+    pixel-lane transposed convolution for few input channels;
   - expanded rows (AVX-512, one input channel, at most one vector of output channels, stride 1):
     an output row's flat (pixel, channel) values in the lanes and each input pixel repeated per
     channel, so outputs and output gradients are used as they lie (forward and weight gradient).
@@ -25,6 +26,8 @@ Weight and bias gradients are summed per fixed batch chunk (the split depends on
 and the chunks are added in order, so the direct kernels give bit-identical results for any
 thread count (the GEMM path inherits BLAS's rounding, which may vary with its thread count).
 """
+import functools
+
 import numpy as np
 
 from cnnext._config import get_num_threads
@@ -268,19 +271,19 @@ def _weight_grad_expanded(dy, x, w, padding, nt):
 
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
-    """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and a
-    scatter; always the former for a dilated kernel row when ``dy`` holds a NaN or infinity,
-    which the scatter's zero weights between the taps would spread to cells the kernel skips
-    (0 * inf is NaN)."""
-    _, H, W, C = x.shape
+    """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and
+    kernel-row spans; always the former for a dilated kernel row when ``dy`` holds a NaN or
+    infinity, which the span's zero weights between the taps would spread to cells the kernel
+    skips (0 * inf is NaN)."""
+    N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
     L, dil_w = _lanes(x.dtype), dilation[1]
     planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
-    scatter = _cost_scatter(Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
-    if planar < scatter or (dil_w > 1 and not np.isfinite(np.add.reduce(dy, axis=None))):
+    spans = _cost_spans(H, Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
+    if planar < spans or (dil_w > 1 and not np.isfinite(np.add.reduce(dy, axis=None))):
         return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
-    return _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt)
+    return _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt)
 
 
 def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
@@ -296,26 +299,60 @@ def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
                             np.zeros(C, dtype=x.dtype), dx, dilation, nt)
 
 
-def _input_grad_scatter(dy, x, w, stride, padding, dilation, dx, nt):
-    """Input gradient scattered from each output pixel through the kernel, one kernel row at a
-    time with the row's (kw, c) span in vector lanes (few input channels, or strided)."""
+def _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt):
+    """Input gradient gathered row by row: each input row sums, over the kernel rows that reach
+    it, every output pixel's gradient times the kernel row's (kw, c) span in vector lanes (few
+    input channels, or strided)."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
-    Hp, Wp = H + top + bottom, W + left + right
     span = ((KW - 1) * dw + 1) * C
     Sp = _round_up(span, _lanes(x.dtype))
     wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
     wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
-    dxpad = scratch("dxpad", (N, Hp, Wp * C + Sp), x.dtype)
-    _scatter_input_grad(dy, wt, dxpad, C, span, sh, sw, dh, nt)
-    _place(dxpad[:, :, : Wp * C].reshape(N, Hp, Wp, C), dx, -top, -left, 1, 1, nt)
+    rb = cnx_f.rb
+    khs, nks, blocks, sizes = _row_blocks(N, H, dy.shape[1], KH, sh, dh, top, rb)
+    dy_rows = scratch("dy_rows", (nt, rb * KH), np.intp)
+    bufs = scratch("dx_rows", (nt, rb, (W + left + right) * C + Sp), x.dtype)
+    _span_input_grad(dy, wt, span, khs, nks, blocks, sizes, sh, sw, dh, top, left, dy_rows, bufs,
+                     dx, nt)
     return dx
 
 
+@functools.lru_cache(maxsize=16)
+def _row_blocks(N: int, H: int, Ho: int, KH: int, sh: int, dh: int, top: int, rb: int):
+    """``(khs, nks, blocks, sizes)`` for :func:`_span_input_grad`. The kernel rows ``kh`` that
+    reach input row ``ih`` (``ih + top - kh*dh`` is ``sh`` times an output row) are
+    ``khs[ih, :nks[ih]]``. Block ``k`` lists ``sizes[k] <= rb`` rows ``(n, ih)`` reached by the
+    same kernel rows in ``blocks[k] (rb, 2)`` (padded with its first row), samples ``rb`` at a
+    time (so that a thread's blocks share samples), one row for a whole block where it can."""
+    reach = [tuple(kh for kh in range(KH)
+                   if (ih + top - kh * dh) % sh == 0 and 0 <= (ih + top - kh * dh) // sh < Ho)
+             for ih in range(H)]
+    groups: dict[tuple, list] = {}
+    for ih, kernel_rows in enumerate(reach):
+        groups.setdefault(kernel_rows, []).append(ih)
+    khs = np.zeros((H, KH), dtype=np.intp)
+    for ih, kernel_rows in enumerate(reach):
+        khs[ih, : len(kernel_rows)] = kernel_rows
+    blocks, sizes = [], []
+    for n0 in range(0, N, rb):
+        for rows in groups.values():
+            items = [(n, ih) for ih in rows for n in range(n0, min(N, n0 + rb))]
+            for i in range(0, len(items), rb):
+                block = items[i : i + rb]
+                sizes.append(len(block))
+                blocks.append(block + block[:1] * (rb - len(block)))
+    plan = (khs, np.array([len(r) for r in reach], dtype=np.intp),
+            np.array(blocks, dtype=np.intp).reshape(-1, rb, 2), np.array(sizes, dtype=np.intp))
+    for array in plan:  # shared by every call with these shapes
+        array.flags.writeable = False
+    return plan
+
+
 # Cost model (vector multiply-adds per sample) choosing between the direct kernels. Pixel-lane
-# kernels load a vector per multiply-add, hence the factor 2; each scattered update of the input
-# gradient (a vector read-modify-write) costs about 2 multiply-adds.
+# kernels load a vector per multiply-add, hence the factor 2; each update of an input-gradient
+# vector (a read-modify-write) costs about 2 multiply-adds.
 def _cost_channel_lanes(Ho, Wo, taps, Cout, L) -> int:
     return Ho * _round_up(Wo, cnx_f.rb) * taps * -(-Cout // L)
 
@@ -332,8 +369,8 @@ def _cost_wgrad_pixel_lanes(Ho, pitch, taps, C, F, L) -> int:
     return F * C * _round_up(taps, cnx_f.rb) * -(-Ho * pitch // L)
 
 
-def _cost_scatter(Ho, Wo, KH, span, F, L) -> int:
-    return Ho * Wo * KH * -(-span // L) * (F + 2)
+def _cost_spans(H, Ho, Wo, KH, span, F, L) -> int:
+    return Wo * -(-span // L) * (Ho * KH * F + 2 * H)
 
 
 def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):

@@ -55,12 +55,12 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_planar_weight_grad_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* dy,
                                   ptrdiff_t nq, ptrdiff_t nf, double* dw, double* db)
-    void cnx_input_grad_rows_f(const float** dy_rows, float** dx_rows, ptrdiff_t nr,
-                               ptrdiff_t Wo, ptrdiff_t F, const float* wt, ptrdiff_t KH,
-                               ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t kh_step, ptrdiff_t pix)
-    void cnx_input_grad_rows_d(const double** dy_rows, double** dx_rows, ptrdiff_t nr,
-                               ptrdiff_t Wo, ptrdiff_t F, const double* wt, ptrdiff_t KH,
-                               ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t kh_step, ptrdiff_t pix)
+    void cnx_input_grad_rows_f(const float** dy_rows, ptrdiff_t nk, const Py_ssize_t* khs,
+                               float** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
+                               const float* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
+    void cnx_input_grad_rows_d(const double** dy_rows, ptrdiff_t nk, const Py_ssize_t* khs,
+                               double** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
+                               const double* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
     bint cnx_has_expanded()  # the expanded-row kernels below exist (AVX-512)
     void cnx_expand_rows_f(const float* plane, ptrdiff_t pitch, ptrdiff_t rows, ptrdiff_t width,
                            ptrdiff_t F, float* E, ptrdiff_t ew)
@@ -109,27 +109,33 @@ cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_
         cnx_weight_grad_d(x, row_step, pix, toff, ntaps, dy, Ho, Wo, Fp, dw)
 
 
-cdef inline void _input_grad_block(const floating* dy, floating* dxpad, const floating* wt,
-                                   Py_ssize_t first, Py_ssize_t nr, Py_ssize_t per_sample,
-                                   Py_ssize_t phase, Py_ssize_t M, Py_ssize_t Ho, Py_ssize_t Wo,
-                                   Py_ssize_t F, Py_ssize_t Hp, Py_ssize_t pitch, Py_ssize_t KH,
-                                   Py_ssize_t Sp, Py_ssize_t span, Py_ssize_t sh, Py_ssize_t sw,
-                                   Py_ssize_t dh, Py_ssize_t C) noexcept nogil:
-    """Scatter rows ``first .. first+nr-1`` of the row class ``phase`` (rows ``phase + i*M`` of
-    every sample, ``per_sample`` per sample) into ``dxpad (N, Hp, pitch)``."""
-    cdef const floating* dy_rows[16]  # nr <= the register block (at most 12)
-    cdef floating* dx_rows[16]
-    cdef Py_ssize_t r, i, n, oh
-    for r in range(nr):
-        i = first + r
-        n = i // per_sample
-        oh = phase + (i % per_sample) * M
-        dy_rows[r] = dy + (n * Ho + oh) * Wo * F
-        dx_rows[r] = dxpad + (n * Hp + oh * sh) * pitch
+cdef inline void _input_grad_block(const floating* dy, Py_ssize_t Ho, Py_ssize_t Wo,
+                                   Py_ssize_t F, const floating* wt, Py_ssize_t Sp,
+                                   Py_ssize_t span, const Py_ssize_t* khs, Py_ssize_t nk,
+                                   const Py_ssize_t* block, Py_ssize_t nr, Py_ssize_t rb,
+                                   Py_ssize_t sh, Py_ssize_t pix, Py_ssize_t dh, Py_ssize_t top,
+                                   Py_ssize_t left, const floating** dy_rows, floating* buf,
+                                   Py_ssize_t pitch, floating* dx, Py_ssize_t H, Py_ssize_t W,
+                                   Py_ssize_t C) noexcept nogil:
+    """Input-gradient rows ``block (rb, 2)`` (sample, row; the first ``nr`` are stored), all
+    reached through the kernel rows ``khs[:nk]``: gathered into the padded rows
+    ``buf (rb, pitch)``, then cropped into ``dx (N, H, W, C)``."""
+    cdef floating* dx_rows[16]  # rb <= 16 (the register block)
+    cdef Py_ssize_t r, j, n, ih
+    memset(buf, 0, nr * pitch * sizeof(floating))
+    for r in range(rb):
+        n = block[2 * r]
+        ih = block[2 * r + 1]
+        for j in range(nk):
+            dy_rows[r * nk + j] = dy + (n * Ho + (ih + top - khs[j] * dh) // sh) * Wo * F
+        dx_rows[r] = buf + r * pitch
     if floating is float:
-        cnx_input_grad_rows_f(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, span, dh * pitch, sw * C)
+        cnx_input_grad_rows_f(dy_rows, nk, khs, dx_rows, nr, Wo, F, wt, Sp, span, pix)
     else:
-        cnx_input_grad_rows_d(dy_rows, dx_rows, nr, Wo, F, wt, KH, Sp, span, dh * pitch, sw * C)
+        cnx_input_grad_rows_d(dy_rows, nk, khs, dx_rows, nr, Wo, F, wt, Sp, span, pix)
+    for r in range(nr):
+        memcpy(dx + (block[2 * r] * H + block[2 * r + 1]) * W * C, buf + r * pitch + left * C,
+               W * C * sizeof(floating))
 
 
 cdef inline void _planar_planes(const floating* inp, Py_ssize_t plane, Py_ssize_t Cin,
@@ -407,33 +413,29 @@ cdef inline void _sample_to_planes(const floating* s, Py_ssize_t A, Py_ssize_t B
             _row_to_planes(s + i * B * C, C, d, PL, r * pitch, c0, sc, j0, j1)
 
 
-def _scatter_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
-                        floating[:, :, ::1] dxpad, Py_ssize_t C, Py_ssize_t span, Py_ssize_t sh,
-                        Py_ssize_t sw, Py_ssize_t dh, int nt):
-    """Write the input gradient of every sample into ``dxpad (N, Hp, Wp*C + Sp)``: rows of the
-    padded ``(Hp, Wp, C)`` input gradient, each followed by ``Sp`` elements of slack (zeros are
-    added there), cleared by the threads and then filled by scattering ``dy (N, Ho, Wo, F)`` through
-    ``wt (KH, F, Sp)``, whose first ``span`` values of a row are a kernel row's cells and channels.
-    Output rows are taken in ``M`` classes (row index modulo M) whose rows write disjoint input
-    rows; each class runs in parallel over blocks of its rows (across samples), one class after
-    another."""
-    cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
-    cdef Py_ssize_t KH = wt.shape[0], Sp = wt.shape[2], Hp = dxpad.shape[1]
-    cdef Py_ssize_t pitch = dxpad.shape[2], rb = cnx_f.rb
-    cdef Py_ssize_t M = (KH - 1) * dh // sh + 1  # rows M apart touch disjoint input rows
-    cdef Py_ssize_t per_sample, rows, block, phase
-    if N == 0:
-        return
-    for block in prange(N * Hp, nogil=True, num_threads=nt, schedule="static"):
-        memset(&dxpad[0, 0, 0] + block * pitch, 0, pitch * sizeof(floating))
-    for phase in range(_imin(M, Ho)):
-        per_sample = (Ho - phase + M - 1) // M
-        rows = N * per_sample
-        for block in prange((rows + rb - 1) // rb, nogil=True, num_threads=nt,
-                            schedule="static"):
-            _input_grad_block(&dy[0, 0, 0, 0], &dxpad[0, 0, 0], &wt[0, 0, 0], block * rb,
-                              _imin(rb, rows - block * rb), per_sample, phase, M, Ho, Wo, F, Hp,
-                              pitch, KH, Sp, span, sh, sw, dh, C)
+def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
+                     Py_ssize_t span, const Py_ssize_t[:, ::1] khs, const Py_ssize_t[::1] nks,
+                     const Py_ssize_t[:, :, ::1] blocks, const Py_ssize_t[::1] sizes,
+                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t top,
+                     Py_ssize_t left, Py_ssize_t[:, ::1] dy_rows, floating[:, :, ::1] bufs,
+                     floating[:, :, :, ::1] dx, int nt):
+    """Input gradient ``dx (N, H, W, C)`` of ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``,
+    whose first ``span`` values of a row are a kernel row's cells and channels. Input row ``ih``
+    is reached through the kernel rows ``khs[ih, :nks[ih]]``; each task computes the first
+    ``sizes[k]`` rows ``(n, ih)`` of ``blocks[k] (rb, 2)``, all reached alike, in its thread's
+    padded rows ``bufs[thread] (rb, pitch)`` (``dy_rows[thread]`` holds the addresses of the
+    output-gradient rows they use), and crops them into ``dx``."""
+    cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+    cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], Sp = wt.shape[2]
+    cdef Py_ssize_t rb = bufs.shape[1], pitch = bufs.shape[2]
+    cdef Py_ssize_t k, tid, ih
+    for k in prange(blocks.shape[0], nogil=True, num_threads=nt, schedule="static"):
+        tid = omp_get_thread_num()
+        ih = blocks[k, 0, 1]
+        _input_grad_block(&dy[0, 0, 0, 0], Ho, Wo, F, &wt[0, 0, 0], Sp, span, &khs[ih, 0],
+                          nks[ih], &blocks[k, 0, 0], sizes[k], rb, sh, sw * C, dh, top, left,
+                          <const floating**> <void*> &dy_rows[tid, 0], &bufs[tid, 0, 0], pitch,
+                          &dx[0, 0, 0, 0], H, W, C)
 
 
 def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,

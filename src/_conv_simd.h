@@ -17,9 +17,9 @@
                            ptrdiff_t, const T*, ptrdiff_t, const T*, T*, ptrdiff_t, ptrdiff_t); \
         void (*weight_grad)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t,        \
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*);                     \
-        void (*input_grad_rows)(const T* const*, T* const*, ptrdiff_t, ptrdiff_t, ptrdiff_t,    \
-                                const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,           \
-                                ptrdiff_t);                                                     \
+        void (*input_grad_rows)(const T* const*, ptrdiff_t, const ptrdiff_t*, T* const*,       \
+                                ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, ptrdiff_t,           \
+                                ptrdiff_t, ptrdiff_t);                                          \
         void (*planar_conv)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t,        \
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*, ptrdiff_t,           \
                             ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);             \

@@ -169,25 +169,32 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
 }
 
 /* One step of cnx_input_grad_rows: pixel ow and nv (1 or 2, a constant once inlined) vectors of
- * one kernel row's weights wk (F, Sp), added at element `off` of every input-gradient row; only
- * the lanes set in `keep` of the last vector are added. Each broadcast dy value feeds nv
- * multiply-adds. */
+ * the kernel rows' weights from wt (KH, F, Sp), summed over the nk kernel rows khs[j] and the
+ * output channels, then added at element `off` of every input-gradient row; only the lanes set
+ * in `keep` of the last vector are added. Each broadcast dy value feeds nv multiply-adds. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_step)(
-    const int nv, const CNX_T* const* d, CNX_T* const* dx_rows, ptrdiff_t nr, ptrdiff_t ow,
-    ptrdiff_t F, const CNX_T* wk, ptrdiff_t Sp, ptrdiff_t off, CNX_M keep)
+    const int nv, const CNX_T* const* dy_rows, ptrdiff_t nk, const ptrdiff_t* khs,
+    CNX_T* const* dx_rows, ptrdiff_t nr, ptrdiff_t ow, ptrdiff_t F, const CNX_T* wt,
+    ptrdiff_t Sp, ptrdiff_t off, CNX_M keep)
 {
     CNX_V acc[CNX_RB][2];
     for (int r = 0; r < CNX_RB; r++)
         for (int v = 0; v < nv; v++)
             acc[r][v] = (CNX_V){0};
-    for (ptrdiff_t f = 0; f < F; f++) {
-        CNX_V wv[2];
-        for (int v = 0; v < nv; v++)
-            wv[v] = CNX_NAME(cnx_load)(wk + f * Sp + v * CNX_L);
-        for (int r = 0; r < CNX_RB; r++) {
-            const CNX_T a = d[r][ow * F + f];
+    for (ptrdiff_t j = 0; j < nk; j++) {
+        const CNX_T* wk = wt + khs[j] * F * Sp;
+        const CNX_T* d[CNX_RB];
+        for (int r = 0; r < CNX_RB; r++)
+            d[r] = dy_rows[r * nk + j] + ow * F;
+        for (ptrdiff_t f = 0; f < F; f++) {
+            CNX_V wv[2];
             for (int v = 0; v < nv; v++)
-                acc[r][v] += a * wv[v];
+                wv[v] = CNX_NAME(cnx_load)(wk + f * Sp + v * CNX_L);
+            for (int r = 0; r < CNX_RB; r++) {
+                const CNX_T a = d[r][f];
+                for (int v = 0; v < nv; v++)
+                    acc[r][v] += a * wv[v];
+            }
         }
     }
     for (int r = 0; r < CNX_RB; r++) { /* constant bounds keep acc in registers */
@@ -201,24 +208,22 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_step)(
     }
 }
 
-/* Input gradient scattered back through the kernel from nr <= CNX_RB output rows whose input
- * rows do not overlap: for every pixel ow of row r and kernel row kh,
- * dx_rows[r][kh * kh_step + ow * pix + s] += sum_f dy_rows[r][ow * F + f] * wt[kh, f, s] for
- * s in [0, span), where s runs over one kernel row's span of input cells and channels.
- * dy_rows[r]: (Wo, F); wt: (KH, F, Sp), Sp >= span a multiple of L; dx_rows[r]: the padded input
- * gradient at row r's first window cell; every input row needs Sp elements of slack past its end
- * (zeros are added there, also for a NaN or infinite dy). The span goes two vectors at a time
- * (one for an odd last vector), rows past nr repeat row 0 (computed, not stored), and the rows
- * are updated in turn, so consecutive read-modify-writes never overlap (no store-forwarding
- * stalls). */
-static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, CNX_T* const* dx_rows,
+/* Input gradient of nr <= CNX_RB rows of the padded input gradient, gathered from the output
+ * rows that reach them: for every pixel ow,
+ * dx_rows[r][ow * pix + s] += sum_{j < nk, f} dy_rows[r * nk + j][ow * F + f] * wt[khs[j], f, s]
+ * for s in [0, span), where s runs over one kernel row's span of input cells and channels and
+ * dy_rows[r * nk + j] (Wo, F) is the output-gradient row that reaches row r through kernel row
+ * khs[j]. wt: (KH, F, Sp), Sp >= span a multiple of L. dy_rows holds CNX_RB rows of pointers
+ * (rows past nr are computed, not stored). Every dx row needs Sp elements of slack past
+ * (Wo - 1) * pix + span (zeros are added there, also for a NaN or infinite dy). The span goes
+ * two vectors at a time (one for an odd last vector); each dx vector is read and written once
+ * per pixel, after all its kernel rows and channels. */
+static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, ptrdiff_t nk,
+                                          const ptrdiff_t* khs, CNX_T* const* dx_rows,
                                           ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
-                                          const CNX_T* wt, ptrdiff_t KH, ptrdiff_t Sp,
-                                          ptrdiff_t span, ptrdiff_t kh_step, ptrdiff_t pix)
+                                          const CNX_T* wt, ptrdiff_t Sp, ptrdiff_t span,
+                                          ptrdiff_t pix)
 {
-    const CNX_T* d[CNX_RB];
-    for (int r = 0; r < CNX_RB; r++)
-        d[r] = dy_rows[r < nr ? r : 0];
     CNX_I lanes[CNX_VBYTES / sizeof(CNX_T)];
     for (ptrdiff_t i = 0; i < CNX_L; i++)
         lanes[i] = (Sp - CNX_L + i < span) ? -1 : 0;
@@ -226,17 +231,14 @@ static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, CNX_T* co
     memset(&all, 0xff, sizeof all);
     memcpy(&last, lanes, sizeof last);
     for (ptrdiff_t ow = 0; ow < Wo; ow++) {
-        for (ptrdiff_t kh = 0; kh < KH; kh++) {
-            const CNX_T* wk = wt + kh * F * Sp;
-            const ptrdiff_t off = kh * kh_step + ow * pix;
-            ptrdiff_t s0 = 0;
-            for (; s0 + 2 * CNX_L <= Sp; s0 += 2 * CNX_L)
-                CNX_NAME(cnx_input_grad_step)(2, d, dx_rows, nr, ow, F, wk + s0, Sp, off + s0,
-                                              s0 + 2 * CNX_L == Sp ? last : all);
-            if (s0 < Sp)
-                CNX_NAME(cnx_input_grad_step)(1, d, dx_rows, nr, ow, F, wk + s0, Sp, off + s0,
-                                              last);
-        }
+        const ptrdiff_t off = ow * pix;
+        ptrdiff_t s0 = 0;
+        for (; s0 + 2 * CNX_L <= Sp; s0 += 2 * CNX_L)
+            CNX_NAME(cnx_input_grad_step)(2, dy_rows, nk, khs, dx_rows, nr, ow, F, wt + s0, Sp,
+                                          off + s0, s0 + 2 * CNX_L == Sp ? last : all);
+        if (s0 < Sp)
+            CNX_NAME(cnx_input_grad_step)(1, dy_rows, nk, khs, dx_rows, nr, ow, F, wt + s0, Sp,
+                                          off + s0, last);
     }
 }
 
