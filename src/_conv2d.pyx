@@ -174,10 +174,14 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     L, pitch = _lanes(x.dtype), W + left + right
     if _use_expanded(w.shape, Wo, stride, dilation, L):
         return _weight_grad_expanded(dy, x, w, padding, nt)
+    span = ((KW - 1) * dilation[1] + 1) * C
+    channel_lanes = _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L)
     if stride[0] == stride[1] == 1 and _cost_wgrad_pixel_lanes(
         Ho, pitch, KH * KW, C, F, L
-    ) < _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L):
+    ) < channel_lanes:
         return _weight_grad_planar(dy, x, w, padding, dilation, nt)
+    if span >= L and _cost_wgrad_spans(Ho, Wo, KH, span, F, L) <= channel_lanes:
+        return _weight_grad_spans(dy, x, w, stride, padding, dilation, nt)
     Fp = _round_up(F, _lanes(x.dtype))
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     dyp = dy
@@ -191,6 +195,29 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
                         stride[1], dilation[0], nt)
     dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
     return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
+
+
+def _weight_grad_spans(dy, x, w, stride, padding, dilation, nt):
+    """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order, with a kernel
+    row's (kw, c) span in vector lanes and output channels broadcast (few input channels)."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
+    L, dil_w = _lanes(x.dtype), dilation[1]
+    span = ((KW - 1) * dil_w + 1) * C
+    nvec = -(-span // L)
+    xpad = _padded_input(x, padding, Wo, KW, stride[1], dil_w, nt)
+    chunks = min(N, WEIGHT_GRAD_CHUNKS)
+    dwc = scratch("dwc", (chunks, KH, F, nvec * L), x.dtype)
+    dbc = scratch("dbc", (chunks, F), x.dtype)
+    _span_weight_grad(xpad, dy, span, dwc, dbc, stride[0], stride[1], dilation[0], nt)
+    by_vector = dwc.sum(axis=0).reshape(KH, F, nvec, L)
+    by_cell = np.empty((KH, F, span), dtype=x.dtype)  # vector v holds the span from min(vL, span-L)
+    for v in range(nvec):
+        start = min(v * L, span - L)
+        by_cell[:, :, start : start + L] = by_vector[:, :, v]
+    dw = by_cell.reshape(KH, F, (KW - 1) * dil_w + 1, C)[:, :, ::dil_w].transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(dw), dbc.sum(axis=0)
 
 
 def _weight_grad_planar(dy, x, w, padding, dilation, nt):
@@ -363,6 +390,10 @@ def _cost_pixel_lanes(Ho, pitch, taps, Cout, L) -> int:
 
 def _cost_wgrad_channel_lanes(Ho, Wo, KH, row_taps, F, L) -> int:
     return Ho * Wo * KH * _round_up(row_taps, cnx_f.rb) * -(-F // L)
+
+
+def _cost_wgrad_spans(Ho, Wo, KH, span, F, L) -> int:
+    return Ho * Wo * KH * F * -(-span // L)
 
 
 def _cost_wgrad_pixel_lanes(Ho, pitch, taps, C, F, L) -> int:

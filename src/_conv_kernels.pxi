@@ -55,6 +55,14 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_planar_weight_grad_d(const double* inp, ptrdiff_t plane, ptrdiff_t Cin,
                                   const Py_ssize_t* qoff, ptrdiff_t ntaps, const double* dy,
                                   ptrdiff_t nq, ptrdiff_t nf, double* dw, double* db)
+    void cnx_span_weight_grad_f(const float* x, ptrdiff_t x_step, ptrdiff_t row_step,
+                                ptrdiff_t pix, const float* dy, ptrdiff_t ns, ptrdiff_t Ho,
+                                ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t span, float* dwt,
+                                ptrdiff_t ldw)
+    void cnx_span_weight_grad_d(const double* x, ptrdiff_t x_step, ptrdiff_t row_step,
+                                ptrdiff_t pix, const double* dy, ptrdiff_t ns, ptrdiff_t Ho,
+                                ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t span, double* dwt,
+                                ptrdiff_t ldw)
     void cnx_input_grad_rows_f(const float** dy_rows, ptrdiff_t nk, const Py_ssize_t* khs,
                                float** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
                                const float* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
@@ -214,6 +222,38 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
                                 &dyp[n, 0, 0, 0], Ho, Wo, Fp, &dwc[k, kh, 0, 0])
             if kh == 0:
                 _bias_grad_sample(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
+
+
+def _span_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] dy,
+                      Py_ssize_t span, floating[:, :, :, ::1] dwc, floating[:, ::1] dbc,
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
+    """Per-chunk partial gradients with a kernel row's span of input cells and channels in the
+    lanes (see cnx_span_weight_grad): ``dwc[k, kh] (F, ldw)`` and ``dbc[k] (F,)`` summed over
+    chunk k of the batch (samples ``[k*N//K, (k+1)*N//K)``) from the padded input
+    ``xpad (N, Hp, Wp, C)`` and ``dy (N, Ho, Wo, F)``. One task per (chunk, kernel row), so the
+    result does not depend on the thread count."""
+    cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
+    cdef Py_ssize_t Hp = xpad.shape[1], WpC = xpad.shape[2] * xpad.shape[3]
+    cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ldw = dwc.shape[3]
+    cdef Py_ssize_t item, k, kh, n, n0
+    if K == 0:
+        return
+    for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
+        k = item // KH
+        kh = item % KH
+        n0 = k * N // K
+        if floating is float:
+            cnx_span_weight_grad_f(&xpad[n0, kh * dh, 0, 0], Hp * WpC, sh * WpC,
+                                   sw * xpad.shape[3], &dy[n0, 0, 0, 0], (k + 1) * N // K - n0,
+                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw)
+        else:
+            cnx_span_weight_grad_d(&xpad[n0, kh * dh, 0, 0], Hp * WpC, sh * WpC,
+                                   sw * xpad.shape[3], &dy[n0, 0, 0, 0], (k + 1) * N // K - n0,
+                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw)
+        if kh == 0:
+            memset(&dbc[k, 0], 0, F * sizeof(floating))
+            for n in range(n0, (k + 1) * N // K):
+                _bias_grad_sample(&dy[n, 0, 0, 0], Ho * Wo, F, &dbc[k, 0])
 
 
 def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t pitch,

@@ -168,6 +168,98 @@ static void CNX_NAME(cnx_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdif
 #undef CNX_WEIGHT_GRAD_BLOCKS
 }
 
+/* switch (n) over 1 .. CNX_RB, CASE(k) compiling each case with k as a constant. */
+#if CNX_RB == 12
+#define CNX_SWITCH_RB(n, CASE)                                                                  \
+    switch (n) {                                                                                \
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8) CASE(9) CASE(10)        \
+        CASE(11) CASE(12)                                                                       \
+    }
+#else
+#define CNX_SWITCH_RB(n, CASE) \
+    switch (n) { CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) }
+#endif
+
+/* One block of cnx_span_weight_grad over output rows [oh0, oh1) of one sample: nfb output
+ * channels from f0 times nv (1 or 2) span vectors at element offsets so[0 .. nv) (nfb and nv
+ * constants once inlined), added into dwt at vectors v0 .. v0 + nv - 1 of rows f0 .. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_span_wgrad_block)(
+    const int nfb, const int nv, const CNX_T* x, ptrdiff_t row_step, ptrdiff_t pix,
+    const CNX_T* dy, ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t oh0, ptrdiff_t oh1, ptrdiff_t f0,
+    const ptrdiff_t* so, CNX_T* dwt, ptrdiff_t ldw, ptrdiff_t v0)
+{
+    CNX_V acc[CNX_RB][2];
+    for (int i = 0; i < nfb; i++)
+        for (int v = 0; v < nv; v++)
+            acc[i][v] = (CNX_V){0};
+    for (ptrdiff_t oh = oh0; oh < oh1; oh++) {
+        const CNX_T* xr = x + oh * row_step;
+        const CNX_T* d = dy + oh * Wo * F + f0;
+        for (ptrdiff_t ow = 0; ow < Wo; ow++, xr += pix, d += F) {
+            CNX_V xv[2];
+            for (int v = 0; v < nv; v++)
+                xv[v] = CNX_NAME(cnx_load)(xr + so[v]);
+            for (int i = 0; i < nfb; i++) {
+                const CNX_T a = d[i];
+                for (int v = 0; v < nv; v++)
+                    acc[i][v] += a * xv[v];
+            }
+        }
+    }
+    for (int i = 0; i < nfb; i++)
+        for (int v = 0; v < nv; v++) {
+            CNX_T* dst = dwt + (f0 + i) * ldw + (v0 + v) * CNX_L;
+            CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[i][v], CNX_L);
+        }
+}
+
+/* Weight gradient of one kernel row over ns samples, the row's span of input cells and channels
+ * in the lanes and the output channels broadcast:
+ * dwt[f, v * L + l] = sum over the samples and output pixels (oh, ow) of
+ * dy[oh, ow, f] * x[oh * row_step + ow * pix + so_v + l] for the span vectors v at
+ * so_v = min(v * L, span - L): the last one is moved back to end at the span (span >= L), so
+ * reads stay inside the window. x: the first sample's first window cell of this kernel row;
+ * samples are x_step (x) and Ho * Wo * F (dy (Ho, Wo, F)) apart; dwt: (F, ldw), ldw >=
+ * ceil(span / L) * L. Output rows go in tiles of about CNX_TILE_PIXELS pixels, so a tile stays
+ * in cache while every block of channels and span vectors passes over it. */
+static void CNX_NAME(cnx_span_weight_grad)(const CNX_T* x, ptrdiff_t x_step, ptrdiff_t row_step,
+                                           ptrdiff_t pix, const CNX_T* dy, ptrdiff_t ns,
+                                           ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t F,
+                                           ptrdiff_t span, CNX_T* dwt, ptrdiff_t ldw)
+{
+    const ptrdiff_t nvec = (span + CNX_L - 1) / CNX_L;
+    const ptrdiff_t fblocks = (F + CNX_RB - 1) / CNX_RB, nfb = (F + fblocks - 1) / fblocks;
+    const ptrdiff_t tile_rows = Wo >= CNX_TILE_PIXELS ? 1 : CNX_TILE_PIXELS / Wo;
+    memset(dwt, 0, (size_t)(F * ldw) * sizeof(CNX_T));
+    for (ptrdiff_t n = 0; n < ns; n++) {
+        const CNX_T* xn = x + n * x_step;
+        const CNX_T* dn = dy + n * Ho * Wo * F;
+        for (ptrdiff_t oh0 = 0; oh0 < Ho; oh0 += tile_rows) {
+            const ptrdiff_t oh1 = oh0 + tile_rows < Ho ? oh0 + tile_rows : Ho;
+            for (ptrdiff_t f0 = 0; f0 < F; f0 += nfb) {
+                for (ptrdiff_t v = 0; v < nvec; v += 2) {
+                    const ptrdiff_t so[2] = {v * CNX_L < span - CNX_L ? v * CNX_L : span - CNX_L,
+                                             (v + 1) * CNX_L < span - CNX_L ? (v + 1) * CNX_L
+                                                                            : span - CNX_L};
+#define CNX_SPAN_CASE(k)                                                                    \
+    case k:                                                                                 \
+        if (v + 1 < nvec)                                                                   \
+            CNX_NAME(cnx_span_wgrad_block)(k, 2, xn, row_step, pix, dn, Wo, F, oh0, oh1, f0, \
+                                           so, dwt, ldw, v);                                \
+        else                                                                                \
+            CNX_NAME(cnx_span_wgrad_block)(k, 1, xn, row_step, pix, dn, Wo, F, oh0, oh1, f0, \
+                                           so, dwt, ldw, v);                                \
+        break;
+                    CNX_SWITCH_RB(F - f0 < nfb ? F - f0 : nfb, CNX_SPAN_CASE)
+#undef CNX_SPAN_CASE
+                }
+            }
+        }
+    }
+}
+
+#undef CNX_SWITCH_RB
+
 /* One step of cnx_input_grad_rows: pixel ow and nv (1 or 2, a constant once inlined) vectors of
  * the kernel rows' weights from wt (KH, F, Sp), summed over the nk kernel rows khs[j] and the
  * output channels, then added at element `off` of every input-gradient row; only the lanes set
@@ -625,7 +717,7 @@ static void CNX_NAME(cnx_planar_weight_grad)(const CNX_T* in, ptrdiff_t plane, p
 
 static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
-    CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
+    CNX_NAME(cnx_span_weight_grad), CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
 #if CNX_VBYTES == 64
     CNX_NAME(cnx_expand_rows), CNX_NAME(cnx_expanded_conv), CNX_NAME(cnx_expanded_weight_grad),
