@@ -58,11 +58,11 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_span_weight_grad_f(const float* x, ptrdiff_t x_step, ptrdiff_t row_step,
                                 ptrdiff_t pix, const float* dy, ptrdiff_t ns, ptrdiff_t Ho,
                                 ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t span, float* dwt,
-                                ptrdiff_t ldw)
+                                ptrdiff_t ldw, float* db)
     void cnx_span_weight_grad_d(const double* x, ptrdiff_t x_step, ptrdiff_t row_step,
                                 ptrdiff_t pix, const double* dy, ptrdiff_t ns, ptrdiff_t Ho,
                                 ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t span, double* dwt,
-                                ptrdiff_t ldw)
+                                ptrdiff_t ldw, double* db)
     void cnx_input_grad_rows_f(const float** dy_rows, ptrdiff_t nk, const Py_ssize_t* khs,
                                float** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
                                const float* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
@@ -235,25 +235,23 @@ def _span_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :,
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
     cdef Py_ssize_t Hp = xpad.shape[1], WpC = xpad.shape[2] * xpad.shape[3]
     cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ldw = dwc.shape[3]
-    cdef Py_ssize_t item, k, kh, n, n0
+    cdef Py_ssize_t item, k, kh, n0
+    cdef floating* db
     if K == 0:
         return
     for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
         k = item // KH
         kh = item % KH
         n0 = k * N // K
+        db = &dbc[k, 0] if kh == 0 else NULL
         if floating is float:
             cnx_span_weight_grad_f(&xpad[n0, kh * dh, 0, 0], Hp * WpC, sh * WpC,
                                    sw * xpad.shape[3], &dy[n0, 0, 0, 0], (k + 1) * N // K - n0,
-                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw)
+                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw, db)
         else:
             cnx_span_weight_grad_d(&xpad[n0, kh * dh, 0, 0], Hp * WpC, sh * WpC,
                                    sw * xpad.shape[3], &dy[n0, 0, 0, 0], (k + 1) * N // K - n0,
-                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw)
-        if kh == 0:
-            memset(&dbc[k, 0], 0, F * sizeof(floating))
-            for n in range(n0, (k + 1) * N // K):
-                _bias_grad_sample(&dy[n, 0, 0, 0], Ho * Wo, F, &dbc[k, 0])
+                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw, db)
 
 
 def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t pitch,

@@ -19,7 +19,7 @@
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*);                     \
         void (*span_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*,          \
                                  ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*,      \
-                                 ptrdiff_t);                                                    \
+                                 ptrdiff_t, T*);                                                \
         void (*input_grad_rows)(const T* const*, ptrdiff_t, const ptrdiff_t*, T* const*,       \
                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, ptrdiff_t,           \
                                 ptrdiff_t, ptrdiff_t);                                          \
