@@ -10,14 +10,16 @@ Algorithms, chosen per call from the shapes:
   import time (:func:`simd_level`; the ``CNNEXT_SIMD`` environment variable overrides it):
   - channel lanes: output channels in the vector lanes, a register block of output pixels
     (forward) or kernel taps (weight gradient) accumulated by outer products;
-  - pixel lanes (stride 1, few channels): channel planes with consecutive pixels in the lanes;
-  - input gradient: per input row, a sum over the kernel rows that reach it of each output
-    pixel's gradient times the kernel row's span of input cells and channels (in the lanes), or a
-    pixel-lane transposed convolution for few input channels;
+  - pixel lanes (stride 1, few channels): channel planes with consecutive pixels in the lanes
+    (also the input gradient of few input channels, as a transposed convolution);
+  - kernel-row spans (few input channels): a kernel row's span of input cells and channels in
+    the lanes. The weight gradient broadcasts each output-gradient value over the span of its
+    window; the input gradient sums, per input row, over the kernel rows that reach it, each
+    output pixel's gradient times the kernel row's span of weights;
   - expanded rows (AVX-512, one input channel, at most one vector of output channels, stride 1):
     an output row's flat (pixel, channel) values in the lanes and each input pixel repeated per
     channel, so outputs and output gradients are used as they lie (forward and weight gradient).
-  A small cost model (vector multiply-adds) picks channel or pixel lanes per direction.
+  A small cost model (vector multiply-adds) picks the kernels per direction.
 * GEMM, for many channels (``KH*KW*C >= 64`` and ``F >= 32``) when the kernels have no AVX-512:
   im2col of a chunk of samples into a reused buffer, one matrix product through numpy's BLAS,
   col2im for the input gradient.
