@@ -582,30 +582,36 @@ static void CNX_NAME(cnx_expanded_conv)(const CNX_T* E, ptrdiff_t ew, ptrdiff_t 
 /* NK (1 or 2) tap columns from kw at flat offset t0 for one sample, added into
  * dwacc[p][kh][kw]: the sums over the Ho rows of E[i + kh][t0 + kw * F] * dy[i], lanes outside
  * `fresh` dropped from dy (the moved-back last vector). The KH vectors of E in use per column
- * slide down one row per step (one new load per row), and two columns give the multiply-adds
- * enough independent accumulators. With `sum`, the dy vectors are added there too (bias). */
+ * form a ring (row r in slot r % KH): one new load per row, and with the rows unrolled by KH
+ * every slot is a fixed register, so nothing is moved. Two columns give the multiply-adds enough
+ * independent accumulators. With `sum`, the dy vectors are added there too (bias). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_columns)(
     const int KH, const int NK, const CNX_T* E, ptrdiff_t ew, ptrdiff_t KW, ptrdiff_t F,
     const CNX_T* dy, ptrdiff_t Ho, ptrdiff_t n, ptrdiff_t t0, CNX_M fresh, ptrdiff_t kw,
     CNX_T* dwacc, CNX_V* sum)
 {
     const ptrdiff_t p = t0 % F;
-    CNX_V acc[2][CNX_MAX_KH], window[2][CNX_MAX_KH], total = {0};
+    CNX_V acc[2][CNX_MAX_KH], ring[2][CNX_MAX_KH], total = {0};
     for (int k = 0; k < NK; k++)
         for (int kh = 0; kh < KH; kh++) {
             acc[k][kh] = (CNX_V){0};
             if (kh + 1 < KH)
-                window[k][kh + 1] = CNX_NAME(cnx_load)(E + kh * ew + t0 + (kw + k) * F);
+                ring[k][kh] = CNX_NAME(cnx_load)(E + kh * ew + t0 + (kw + k) * F);
         }
-    for (ptrdiff_t i = 0; i < Ho; i++) {
-        const CNX_V d = (CNX_V)(fresh & (CNX_M)CNX_NAME(cnx_load)(dy + i * n + t0));
-        total += d;
-        for (int k = 0; k < NK; k++) {
-            for (int kh = 0; kh + 1 < KH; kh++)
-                window[k][kh] = window[k][kh + 1];
-            window[k][KH - 1] = CNX_NAME(cnx_load)(E + (i + KH - 1) * ew + t0 + (kw + k) * F);
-            for (int kh = 0; kh < KH; kh++)
-                acc[k][kh] += window[k][kh] * d;
+    for (ptrdiff_t i0 = 0; i0 < Ho; i0 += KH) {
+#pragma GCC unroll 8
+        for (int u = 0; u < KH; u++) {
+            const ptrdiff_t i = i0 + u;
+            if (i >= Ho)
+                break;
+            const CNX_V d = (CNX_V)(fresh & (CNX_M)CNX_NAME(cnx_load)(dy + i * n + t0));
+            total += d;
+            for (int k = 0; k < NK; k++) {
+                ring[k][(u + KH - 1) % KH] =
+                    CNX_NAME(cnx_load)(E + (i + KH - 1) * ew + t0 + (kw + k) * F);
+                for (int kh = 0; kh < KH; kh++)
+                    acc[k][kh] += ring[k][(u + kh) % KH] * d;
+            }
         }
     }
     if (sum != NULL)
