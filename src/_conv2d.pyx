@@ -304,7 +304,7 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
     kernel-row spans; always the former for a dilated kernel row when ``dy`` holds a NaN or
     infinity, which the span's zero weights between the taps would spread to cells the kernel
     skips (0 * inf is NaN)."""
-    N, H, W, C = x.shape
+    _, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
     L, dil_w = _lanes(x.dtype), dilation[1]

@@ -58,11 +58,13 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_span_weight_grad_f(const float* x, ptrdiff_t x_step, ptrdiff_t row_step,
                                 ptrdiff_t pix, const float* dy, ptrdiff_t ns, ptrdiff_t Ho,
                                 ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t span, float* dwt,
-                                ptrdiff_t ldw, float* db)
+                                ptrdiff_t ldw)
+    void cnx_channel_sums_f(const float* dy, ptrdiff_t npix, ptrdiff_t F, float* db)
     void cnx_span_weight_grad_d(const double* x, ptrdiff_t x_step, ptrdiff_t row_step,
                                 ptrdiff_t pix, const double* dy, ptrdiff_t ns, ptrdiff_t Ho,
                                 ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t span, double* dwt,
-                                ptrdiff_t ldw, double* db)
+                                ptrdiff_t ldw)
+    void cnx_channel_sums_d(const double* dy, ptrdiff_t npix, ptrdiff_t F, double* db)
     void cnx_input_grad_rows_f(const float** dy_rows, ptrdiff_t nk, const Py_ssize_t* khs,
                                float** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
                                const float* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
@@ -189,13 +191,13 @@ def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1]
                     &wpk[0, 0, 0, 0], Fp, &bias[0], &y[n, oh, 0, 0], Wo, F)
 
 
-cdef inline void _bias_grad_sample(const floating* dy, Py_ssize_t npix, Py_ssize_t Fp,
-                                   floating* db) noexcept nogil:
-    """``db (Fp,) += sum_p dy[p, :]`` over ``npix`` pixels."""
-    cdef Py_ssize_t p, f
-    for p in range(npix):
-        for f in range(Fp):
-            db[f] += dy[p * Fp + f]
+cdef inline void _bias_grad(const floating* dy, Py_ssize_t npix, Py_ssize_t F,
+                            floating* db) noexcept nogil:
+    """``db (F,) += sum_p dy[p, :]`` over ``npix`` pixels, in pixel order."""
+    if floating is float:
+        cnx_channel_sums_f(dy, npix, F, db)
+    else:
+        cnx_channel_sums_d(dy, npix, F, db)
 
 
 def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] dyp,
@@ -221,7 +223,7 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
             _weight_grad_sample(&xpad[n, kh * dh, 0, 0], sh * Wp * C, sw * C, &toff[0], ntaps,
                                 &dyp[n, 0, 0, 0], Ho, Wo, Fp, &dwc[k, kh, 0, 0])
             if kh == 0:
-                _bias_grad_sample(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
+                _bias_grad(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
 
 
 def _span_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] dy,
@@ -235,23 +237,25 @@ def _span_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :,
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
     cdef Py_ssize_t Hp = xpad.shape[1], WpC = xpad.shape[2] * xpad.shape[3]
     cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ldw = dwc.shape[3]
-    cdef Py_ssize_t item, k, kh, n0
-    cdef floating* db
+    cdef Py_ssize_t item, k, kh, n0, n1
     if K == 0:
         return
     for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
         k = item // KH
         kh = item % KH
         n0 = k * N // K
-        db = &dbc[k, 0] if kh == 0 else NULL
+        n1 = (k + 1) * N // K
         if floating is float:
             cnx_span_weight_grad_f(&xpad[n0, kh * dh, 0, 0], Hp * WpC, sh * WpC,
-                                   sw * xpad.shape[3], &dy[n0, 0, 0, 0], (k + 1) * N // K - n0,
-                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw, db)
+                                   sw * xpad.shape[3], &dy[n0, 0, 0, 0], n1 - n0, Ho, Wo, F,
+                                   span, &dwc[k, kh, 0, 0], ldw)
         else:
             cnx_span_weight_grad_d(&xpad[n0, kh * dh, 0, 0], Hp * WpC, sh * WpC,
-                                   sw * xpad.shape[3], &dy[n0, 0, 0, 0], (k + 1) * N // K - n0,
-                                   Ho, Wo, F, span, &dwc[k, kh, 0, 0], ldw, db)
+                                   sw * xpad.shape[3], &dy[n0, 0, 0, 0], n1 - n0, Ho, Wo, F,
+                                   span, &dwc[k, kh, 0, 0], ldw)
+        if kh == 0:
+            memset(&dbc[k, 0], 0, F * sizeof(floating))
+            _bias_grad(&dy[n0, 0, 0, 0], (n1 - n0) * Ho * Wo, F, &dbc[k, 0])
 
 
 def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t pitch,

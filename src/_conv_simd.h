@@ -19,7 +19,8 @@
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*);                     \
         void (*span_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*,          \
                                  ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*,      \
-                                 ptrdiff_t, T*);                                                \
+                                 ptrdiff_t);                                                    \
+        void (*channel_sums)(const T*, ptrdiff_t, ptrdiff_t, T*);                               \
         void (*input_grad_rows)(const T* const*, ptrdiff_t, const ptrdiff_t*, T* const*,       \
                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, ptrdiff_t,           \
                                 ptrdiff_t, ptrdiff_t);                                          \
@@ -57,6 +58,8 @@ CNX_SELECTOR(cnx_table, cnx)
 #define cnx_weight_grad_d(...) (cnx_d.weight_grad(__VA_ARGS__))
 #define cnx_span_weight_grad_f(...) (cnx_f.span_weight_grad(__VA_ARGS__))
 #define cnx_span_weight_grad_d(...) (cnx_d.span_weight_grad(__VA_ARGS__))
+#define cnx_channel_sums_f(...) (cnx_f.channel_sums(__VA_ARGS__))
+#define cnx_channel_sums_d(...) (cnx_d.channel_sums(__VA_ARGS__))
 #define cnx_input_grad_rows_f(...) (cnx_f.input_grad_rows(__VA_ARGS__))
 #define cnx_input_grad_rows_d(...) (cnx_d.input_grad_rows(__VA_ARGS__))
 #define cnx_planar_conv_f(...) (cnx_f.planar_conv(__VA_ARGS__))

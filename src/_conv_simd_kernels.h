@@ -213,24 +213,6 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_span_wgrad_block)
         }
 }
 
-/* db[f] = sum over npix pixels of dy[p * F + f], in pixel order (vectors of channels). */
-static void CNX_NAME(cnx_channel_sums)(const CNX_T* dy, ptrdiff_t npix, ptrdiff_t F, CNX_T* db)
-{
-    ptrdiff_t f0 = 0;
-    for (; f0 + CNX_L <= F; f0 += CNX_L) {
-        CNX_V acc = {0};
-        for (ptrdiff_t p = 0; p < npix; p++)
-            acc += CNX_NAME(cnx_load)(dy + p * F + f0);
-        CNX_NAME(cnx_store)(db + f0, acc, CNX_L);
-    }
-    for (; f0 < F; f0++) {
-        CNX_T acc = 0;
-        for (ptrdiff_t p = 0; p < npix; p++)
-            acc += dy[p * F + f0];
-        db[f0] = acc;
-    }
-}
-
 /* Weight gradient of one kernel row over ns samples, the row's span of input cells and channels
  * in the lanes and the output channels broadcast:
  * dwt[f, v * L + l] = sum over the samples and output pixels (oh, ow) of
@@ -239,15 +221,12 @@ static void CNX_NAME(cnx_channel_sums)(const CNX_T* dy, ptrdiff_t npix, ptrdiff_
  * reads stay inside the window. x: the first sample's first window cell of this kernel row;
  * samples are x_step (x) and Ho * Wo * F (dy (Ho, Wo, F)) apart; dwt: (F, ldw), ldw >=
  * ceil(span / L) * L. Output rows go in tiles of about CNX_TILE_PIXELS pixels, so a tile stays
- * in cache while every block of channels and span vectors passes over it. Unless db is NULL,
- * db (F,) receives the bias gradient, the sums of dy over the samples and pixels. */
+ * in cache while every block of channels and span vectors passes over it. */
 static void CNX_NAME(cnx_span_weight_grad)(const CNX_T* x, ptrdiff_t x_step, ptrdiff_t row_step,
                                            ptrdiff_t pix, const CNX_T* dy, ptrdiff_t ns,
                                            ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t F,
-                                           ptrdiff_t span, CNX_T* dwt, ptrdiff_t ldw, CNX_T* db)
+                                           ptrdiff_t span, CNX_T* dwt, ptrdiff_t ldw)
 {
-    if (db != NULL)
-        CNX_NAME(cnx_channel_sums)(dy, ns * Ho * Wo, F, db);
     const ptrdiff_t nvec = (span + CNX_L - 1) / CNX_L;
     const ptrdiff_t fblocks = (F + CNX_RB - 1) / CNX_RB, nfb = (F + fblocks - 1) / fblocks;
     const ptrdiff_t tile_rows = Wo >= CNX_TILE_PIXELS ? 1 : CNX_TILE_PIXELS / Wo;
@@ -672,6 +651,22 @@ static inline CNX_T CNX_NAME(cnx_hsum)(CNX_V v)
     return sum;
 }
 
+/* Bias gradient: db[f] += sum over npix pixels of dy[p * F + f], added in pixel order (vectors
+ * of channels, the rest one by one). */
+static void CNX_NAME(cnx_channel_sums)(const CNX_T* dy, ptrdiff_t npix, ptrdiff_t F, CNX_T* db)
+{
+    ptrdiff_t f0 = 0;
+    for (; f0 + CNX_L <= F; f0 += CNX_L) {
+        CNX_V acc = CNX_NAME(cnx_load)(db + f0);
+        for (ptrdiff_t p = 0; p < npix; p++)
+            acc += CNX_NAME(cnx_load)(dy + p * F + f0);
+        CNX_NAME(cnx_store)(db + f0, acc, CNX_L);
+    }
+    for (; f0 < F; f0++)
+        for (ptrdiff_t p = 0; p < npix; p++)
+            db[f0] += dy[p * F + f0];
+}
+
 /* Planar weight gradient: taps per block (CNX_WTB) and output channels per block (CNX_WFB). Each
  * vector of input pixels loaded feeds CNX_WFB multiply-adds and each output-gradient vector
  * CNX_WTB, so the loop is bound by multiply-adds, not loads; accumulators + loaded vectors fit
@@ -744,7 +739,8 @@ static void CNX_NAME(cnx_planar_weight_grad)(const CNX_T* in, ptrdiff_t plane, p
 
 static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
-    CNX_NAME(cnx_span_weight_grad), CNX_NAME(cnx_input_grad_rows), CNX_NAME(cnx_planar_conv),
+    CNX_NAME(cnx_span_weight_grad), CNX_NAME(cnx_channel_sums), CNX_NAME(cnx_input_grad_rows),
+    CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
 #if CNX_VBYTES == 64
     CNX_NAME(cnx_expand_rows), CNX_NAME(cnx_expanded_conv), CNX_NAME(cnx_expanded_weight_grad),
