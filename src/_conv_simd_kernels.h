@@ -46,6 +46,9 @@ static inline int CNX_NAME(cnx_block_items)(int nf, ptrdiff_t n)
 #error "CNX_RB must be 6 or 12"
 #endif
 
+/* Taps per step of the direct convolution's unrolled tap loop. */
+#define CNX_TU 6
+
 /* One register block of a direct-convolution output row: np output pixels from ow0 times nf
  * vectors of output channels from f0 (constants once inlined). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_direct_block)(
@@ -59,10 +62,31 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_direct_block)(
         for (int p = 0; p < np; p++)
             acc[p * nf + v] = b;
     }
+    const int contiguous = toff[ntaps - 1] == ntaps - 1; /* taps t at offsets t (no dilation) */
     for (ptrdiff_t kh = 0; kh < KH; kh++) {
         const CNX_T* xk = x + kh * kh_step + ow0 * pix;
         const CNX_T* wt = w + kh * ntaps * Fp + f0;
-        for (ptrdiff_t t = 0; t < ntaps; t++, wt += Fp) {
+        ptrdiff_t t = 0;
+        if (contiguous) {
+            /* each pixel's window through its own pointer, advanced every CNX_TU taps: the
+             * broadcasts then use constant displacements, no address arithmetic */
+            const CNX_T* xp[CNX_RB];
+            for (int p = 0; p < np; p++)
+                xp[p] = xk + p * pix;
+            for (; t + CNX_TU <= ntaps; t += CNX_TU) {
+                for (int u = 0; u < CNX_TU; u++, wt += Fp) {
+                    CNX_V wv[2];
+                    for (int v = 0; v < nf; v++)
+                        wv[v] = CNX_NAME(cnx_load)(wt + v * CNX_L);
+                    for (int p = 0; p < np; p++)
+                        for (int v = 0; v < nf; v++)
+                            acc[p * nf + v] += xp[p][u] * wv[v];
+                }
+                for (int p = 0; p < np; p++)
+                    xp[p] += CNX_TU;
+            }
+        }
+        for (; t < ntaps; t++, wt += Fp) {
             CNX_V wv[2];
             for (int v = 0; v < nf; v++)
                 wv[v] = CNX_NAME(cnx_load)(wt + v * CNX_L);
