@@ -379,7 +379,7 @@ class Sequential:
                    for layer in self.layers if layer.trainable
                    for key, param in layer.params.items()]
         with DeferInterrupt():
-            self.optimizer.apply(triples)
+            self.optimizer.apply(triples, self._backend)
         return loss, out
 
     def _logs(self, t: np.ndarray, out: np.ndarray, loss: float) -> dict[str, float]:

@@ -7,15 +7,20 @@ created on first use and exposed, with the update count, by :meth:`Optimizer.get
 
 ``learning_rate`` is a float or a :mod:`cnnext.schedules` schedule, evaluated at the number of
 updates made before the current one.
+
+The update rules are ops of the backend table (``sgd_update``, ``adam_update``,
+``rmsprop_update``): the compiled ones make one pass over each parameter, its gradient and its
+slots, where the NumPy twins make several. A parameter that is not a C-contiguous float32/float64
+array (or whose slots are not of its dtype) goes through the NumPy twin, which takes any strides.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
 from . import schedules
+from .backend import BACKENDS, resolve
 from .schedules import LearningRate, LearningRateSchedule
 
 ParamTriple = tuple[str, np.ndarray, np.ndarray]
@@ -41,6 +46,7 @@ class Optimizer:
         self.weight_decay = _non_negative(weight_decay, "weight_decay")
         self.iterations = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {}
+        self._backend: Optional[str] = None  # the backend of the current apply()
 
     @property
     def learning_rate(self) -> LearningRate:
@@ -69,15 +75,33 @@ class Optimizer:
                              f"parameter has shape {like.shape}")
         return buf
 
-    def apply(self, triples: Iterable[ParamTriple]) -> None:
-        """One update of every ``param`` (in place) from its ``grad``."""
+    def apply(self, triples: Iterable[ParamTriple], backend: Optional[str] = None) -> None:
+        """One update of every ``param`` (in place) from its ``grad``, with the update op of
+        ``backend`` (default: the current backend)."""
         lr = self.current_learning_rate()
         self.iterations += 1
+        self._backend = backend
         for key, param, grad in triples:
             self.update(key, param, grad, lr)
 
     def update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
+        """One update of ``param`` with the backend of the current :meth:`apply`."""
         raise NotImplementedError
+
+    def _operands(self, param: np.ndarray, grad: np.ndarray,
+                  *slots: Optional[np.ndarray]) -> tuple[Any, np.ndarray]:
+        """``(kernels, grad)`` as the update op takes them: the compiled ops need one
+        C-contiguous float dtype and shape for all arrays (``grad`` is converted), anything
+        else goes through the NumPy twin."""
+        kernels = resolve(self._backend)
+        if kernels is BACKENDS["numpy"]:
+            return kernels, grad
+        if not (param.dtype.char in "fd" and param.flags.c_contiguous and param.flags.writeable
+                and np.shape(grad) == param.shape
+                and all(s is None or (s.dtype == param.dtype and s.flags.c_contiguous)
+                        for s in slots)):
+            return BACKENDS["numpy"], grad
+        return kernels, np.ascontiguousarray(grad, dtype=param.dtype)
 
     # --- serialisation --------------------------------------------------------------------------
 
@@ -136,14 +160,9 @@ class SGD(Optimizer):
             raise ValueError("nesterov=True needs momentum > 0")
 
     def update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        if self.weight_decay:
-            grad = grad + self.weight_decay * param
-        if self.momentum:
-            buf = self._slot("momentum", key, param)
-            buf *= self.momentum
-            buf += grad
-            grad = grad + self.momentum * buf if self.nesterov else buf
-        param -= lr * grad
+        buf = self._slot("momentum", key, param) if self.momentum else None
+        kernels, grad = self._operands(param, grad, buf)
+        kernels.sgd_update(param, grad, buf, lr, self.momentum, self.nesterov, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -163,22 +182,11 @@ class Adam(Optimizer):
         self.epsilon = _non_negative(epsilon, "epsilon")
 
     def update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        if self.weight_decay:
-            if self.decoupled:
-                param *= 1.0 - lr * self.weight_decay
-            else:
-                grad = grad + self.weight_decay * param
-        t = self.iterations
         m = self._slot("m", key, param)
         v = self._slot("v", key, param)
-        m *= self.beta_1
-        m += (1.0 - self.beta_1) * grad
-        v *= self.beta_2
-        v += (1.0 - self.beta_2) * (grad * grad)
-        denom = np.sqrt(v)
-        denom *= 1.0 / math.sqrt(1.0 - self.beta_2 ** t)
-        denom += self.epsilon
-        param -= (lr / (1.0 - self.beta_1 ** t)) * (m / denom)
+        kernels, grad = self._operands(param, grad, m, v)
+        kernels.adam_update(param, grad, m, v, lr, self.beta_1, self.beta_2, self.epsilon,
+                            self.weight_decay, self.decoupled, self.iterations)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
@@ -212,26 +220,12 @@ class RMSprop(Optimizer):
         self.centered = bool(centered)
 
     def update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
-        if self.weight_decay:
-            grad = grad + self.weight_decay * param
         square = self._slot("square_avg", key, param)
-        square *= self.rho
-        square += (1.0 - self.rho) * (grad * grad)
-        if self.centered:
-            mean = self._slot("grad_avg", key, param)
-            mean *= self.rho
-            mean += (1.0 - self.rho) * grad
-            avg = np.sqrt(square - mean * mean)
-        else:
-            avg = np.sqrt(square)
-        avg += self.epsilon
-        if self.momentum:
-            buf = self._slot("momentum", key, param)
-            buf *= self.momentum
-            buf += grad / avg
-            param -= lr * buf
-        else:
-            param -= lr * (grad / avg)
+        mean = self._slot("grad_avg", key, param) if self.centered else None
+        buf = self._slot("momentum", key, param) if self.momentum else None
+        kernels, grad = self._operands(param, grad, square, mean, buf)
+        kernels.rmsprop_update(param, grad, square, mean, buf, lr, self.rho, self.momentum,
+                               self.epsilon, self.weight_decay)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,

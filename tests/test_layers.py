@@ -139,16 +139,15 @@ def test_conv_layer_matches_functional_op(backend_name):
     assert layer.output_shape == expected.shape[1:] == (5, 4, 4)
 
 
-def test_dense_layers_train_with_numpy_products_and_infer_with_the_backend(backend_name,
-                                                                             monkeypatch):
-    """Training passes use numpy's products (BLAS on the calling thread); inference passes use
-    the model's backend."""
+def test_dense_layers_and_the_optimizer_use_the_model_backend(backend_name, monkeypatch):
+    """Training and inference passes of Dense layers, and the optimizer update, go through the
+    model's backend (never the other table)."""
     from cnnext import Sequential
-    from cnnext.backend import numpy_ops, resolve
+    from cnnext.backend import BACKENDS
 
     calls: list[tuple[str, str]] = []
-    for table, label in ((numpy_ops, "numpy"), (resolve(backend_name), backend_name)):
-        for name in ("dense_forward", "dense_backward"):
+    for label, table in BACKENDS.items():
+        for name in ("dense_forward", "dense_backward", "sgd_update"):
             original = getattr(table, name)
 
             def spy(*args, _name=name, _label=label, _original=original, **kwargs):
@@ -161,7 +160,8 @@ def test_dense_layers_train_with_numpy_products_and_infer_with_the_backend(backe
     model.compile("sgd", "mse")
     x = RNG.standard_normal((6, 4)).astype(np.float32)
     model.train_on_batch(x, np.zeros((6, 2), np.float32))
-    assert calls == [("dense_forward", "numpy")] * 2 + [("dense_backward", "numpy")] * 2
+    assert calls == ([("dense_forward", backend_name)] * 2 + [("dense_backward", backend_name)] * 2
+                     + [("sgd_update", backend_name)] * 4)
     calls.clear()
     model.predict(x)
     assert calls == [("dense_forward", backend_name)] * 2

@@ -16,13 +16,19 @@ result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.worksp
   dense_backward(dy, x, w, input_grad=True, out=None) -> (dx or None, dw, db)
   relu_forward(z, out=None) -> y
   relu_backward(dy, z, out=None) -> dz
+  sgd_update(param, grad, buf, lr, momentum, nesterov, weight_decay) -> None
+  adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, weight_decay, decoupled, t) -> None
+  rmsprop_update(param, grad, square_avg, grad_avg, buf, lr, rho, momentum, epsilon,
+                 weight_decay) -> None
 
 Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
 ``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is
 ``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``; ``relu`` (max and
 min only) makes the pooling ops compute ``relu(pool(x))`` and its gradient. The dense ops take
 ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None and give ``y (N, U)``. The ReLU ops take arrays of
-any shape (``dy`` and ``z`` of one shape).
+any shape (``dy`` and ``z`` of one shape). The optimizer updates (see :mod:`cnnext.optimizers`)
+change ``param`` and its slots in place; ``buf`` and ``grad_avg`` are None when the rule has no
+such slot, and the compiled ones take C-contiguous arrays of one dtype and shape.
 
 Backends: ``"numpy"`` (the readable reference, always present) and ``"cython"`` (the compiled
 kernels, present when the extension modules were built). The default is ``"cython"`` when it is
@@ -50,6 +56,9 @@ OP_NAMES = (
     "dense_backward",
     "relu_forward",
     "relu_backward",
+    "sgd_update",
+    "adam_update",
+    "rmsprop_update",
 )
 
 
@@ -68,10 +77,10 @@ def _table(*modules) -> SimpleNamespace:
 
 def _load_compiled() -> tuple[SimpleNamespace | None, str | None]:
     try:
-        from .._ext import _activation, _conv2d, _dense, _pool2d, _upsample2d
+        from .._ext import _activation, _conv2d, _dense, _optimizers, _pool2d, _upsample2d
     except ImportError as exc:  # not built, or built for another interpreter
         return None, str(exc)
-    return _table(_conv2d, _pool2d, _upsample2d, _dense, _activation), None
+    return _table(_conv2d, _pool2d, _upsample2d, _dense, _activation, _optimizers), None
 
 
 BACKENDS: dict[str, SimpleNamespace] = {"numpy": _table(numpy_ops)}

@@ -9,9 +9,13 @@ Arguments arrive validated by :mod:`cnnext.ops`: C-contiguous float32/float64 ar
 ``stride``/``dilation``/``size``/``scale`` as ``(h, w)`` int pairs and ``padding`` as
 ``(top, bottom, left, right)``. Every output keeps the input dtype.
 Each op computes a new array and copies it into ``out`` when that is given (only the compiled
-kernels and numpy's matrix products write in place).
+kernels and numpy's matrix products write in place). The optimizer updates are the exception: they
+change the parameter and its slots in place, and take arrays of any strides from
+:mod:`cnnext.optimizers`.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -211,3 +215,66 @@ def relu_forward(z, out=None) -> np.ndarray:
 def relu_backward(dy, z, out=None) -> np.ndarray:
     """``dy * (z > 0)``: the gradient passes where the input was positive."""
     return into(out, dy * (z > 0))
+
+
+# --- optimizer updates (in place; the arrays may have any shape and strides) -------------------
+
+
+def sgd_update(param, grad, buf, lr: float, momentum: float, nesterov: bool,
+               weight_decay: float) -> None:
+    """``g = grad + weight_decay * param``; with a momentum buffer ``buf`` (None without
+    momentum) ``buf = momentum * buf + g`` and ``g = g + momentum * buf`` (Nesterov) or ``buf``;
+    ``param -= lr * g``."""
+    if weight_decay:
+        grad = grad + weight_decay * param
+    if buf is not None:
+        buf *= momentum
+        buf += grad
+        grad = grad + momentum * buf if nesterov else buf
+    param -= lr * grad
+
+
+def adam_update(param, grad, m, v, lr: float, beta_1: float, beta_2: float, epsilon: float,
+                weight_decay: float, decoupled: bool, t: int) -> None:
+    """Update ``t`` (from 1): ``param *= 1 - lr * weight_decay`` when ``decoupled``, else
+    ``g = grad + weight_decay * param``; ``m = beta_1 m + (1 - beta_1) g``,
+    ``v = beta_2 v + (1 - beta_2) g^2``;
+    ``param -= lr / (1 - beta_1^t) * m / (sqrt(v) / sqrt(1 - beta_2^t) + epsilon)``."""
+    if weight_decay:
+        if decoupled:
+            param *= 1.0 - lr * weight_decay
+        else:
+            grad = grad + weight_decay * param
+    m *= beta_1
+    m += (1.0 - beta_1) * grad
+    v *= beta_2
+    v += (1.0 - beta_2) * (grad * grad)
+    denom = np.sqrt(v)
+    denom *= 1.0 / math.sqrt(1.0 - beta_2 ** t)
+    denom += epsilon
+    param -= (lr / (1.0 - beta_1 ** t)) * (m / denom)
+
+
+def rmsprop_update(param, grad, square_avg, grad_avg, buf, lr: float, rho: float,
+                   momentum: float, epsilon: float, weight_decay: float) -> None:
+    """``g = grad + weight_decay * param``; ``s = rho s + (1 - rho) g^2``;
+    ``a = sqrt(s - c^2) + epsilon`` with ``c = rho c + (1 - rho) g`` when ``grad_avg`` is given
+    (centered), else ``sqrt(s) + epsilon``; with a momentum buffer ``buf``
+    ``buf = momentum buf + g / a`` and ``param -= lr * buf``, else ``param -= lr * g / a``."""
+    if weight_decay:
+        grad = grad + weight_decay * param
+    square_avg *= rho
+    square_avg += (1.0 - rho) * (grad * grad)
+    if grad_avg is not None:
+        grad_avg *= rho
+        grad_avg += (1.0 - rho) * grad
+        avg = np.sqrt(square_avg - grad_avg * grad_avg)
+    else:
+        avg = np.sqrt(square_avg)
+    avg += epsilon
+    if buf is not None:
+        buf *= momentum
+        buf += grad / avg
+        param -= lr * buf
+    else:
+        param -= lr * (grad / avg)

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import initializers
-from ..backend import numpy_ops, resolve
+from ..backend import resolve
 from .base import ActivatedLayer, Layer, Shape, check_float, check_positive_int
 
 
@@ -40,19 +40,10 @@ class Dense(ActivatedLayer):
             init = initializers.get(self.bias_initializer)
             self.params["bias"] = init((self.units,), rng, self.dtype)
 
-    def _ops(self, training: bool):
-        """The op table of the products: the layer's backend in inference, numpy's in training
-        (BLAS on the calling thread, see the BLAS policy). There the optimizer rewrites the kernel
-        every step and the products start with caches cold from the convolutions; on the 2-core
-        machine BLAS then did LeNet-5's three Dense layers in 0.71-0.74 ms per step against
-        0.75-0.81 ms for the compiled kernel (on one thread; on two, the SGD update doubled),
-        while the compiled kernel makes inference 5% faster."""
-        return numpy_ops if training else resolve(self.backend)
-
     def affine_forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
         self._x2 = x2
-        z = self._ops(training).dense_forward(
+        z = resolve(self.backend).dense_forward(
             x2, self.params["kernel"], self.params.get("bias"),
             self.buffer("z", (x2.shape[0], self.units), x2.dtype),
         )
@@ -61,7 +52,7 @@ class Dense(ActivatedLayer):
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
         x2 = self._x2
         dx = self.buffer("dx", x2.shape, x2.dtype) if self.input_grad_needed else None
-        dx, dw, db = self._ops(training=True).dense_backward(  # backward: training only
+        dx, dw, db = resolve(self.backend).dense_backward(
             np.ascontiguousarray(dz).reshape(-1, self.units), x2, self.params["kernel"],
             self.input_grad_needed, dx,
         )
