@@ -3,9 +3,10 @@
 #
 # Copies the repository to a temporary directory (the checkout's own build is left alone), builds
 # the extensions there in place with CNNEXT_SANITIZE=address (see setup.py), then runs the op
-# fuzzer, the concurrency tests and the buffer-aliasing test with libasan preloaded into Python,
-# and checks that a deliberate overflow is reported. Leak detection is off: CPython keeps
-# objects alive until exit by design. Takes about 4 minutes on 2 cores (half of it building).
+# fuzzer, the concurrency tests, the buffer-aliasing test and the optimizer-update tests with
+# libasan preloaded into Python, and checks that a deliberate overflow is reported. Leak detection
+# is off: CPython keeps objects alive until exit by design. Takes about 4 minutes on 2 cores (half
+# of it building).
 #
 # Usage: bash scripts/asan.sh [pytest arguments replacing the default test selection]
 # Needs: gcc with libasan, Cython >= 3, setuptools, numpy, pytest, hypothesis.
@@ -35,7 +36,8 @@ echo "asan.sh: building with AddressSanitizer in $work" >&2
 
 if [ "$#" -eq 0 ]; then
     set -- tests/test_fuzz_ops.py tests/test_reliability_concurrency.py \
-        "tests/test_reliability_resources.py::test_results_do_not_alias_reused_buffers"
+        "tests/test_reliability_resources.py::test_results_do_not_alias_reused_buffers" \
+        "tests/test_optimizers.py::test_compiled_updates_equal_the_twin_bit_for_bit"
 fi
 mkdir -p "$work/asan-logs"
 status=0

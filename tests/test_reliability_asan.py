@@ -1,6 +1,7 @@
 """The compiled kernels under AddressSanitizer: scripts/asan.sh rebuilds them with
 ``CNNEXT_SANITIZE=address`` in a temporary copy of the repository and runs the op fuzzer, the
-concurrency tests and the buffer-aliasing test against that build, failing on any ASan report.
+concurrency tests, the buffer-aliasing test and the optimizer-update tests against that build,
+failing on any ASan report.
 
 Opt-in with ``CNNEXT_RUN_ASAN=1``: the run takes about 4 minutes on 2 cores (half of it building
 the sanitized extensions), too slow for every CI run. Needs gcc with libasan and Cython in the
