@@ -53,6 +53,12 @@ def get_num_threads() -> int:
     return _num_threads
 
 
+def threads_for(work: int, minimum: int) -> int:
+    """Threads for a kernel call of ``work`` units: all of them from ``minimum`` units on, else
+    one (below it, starting the thread team costs more than it saves)."""
+    return _num_threads if work >= minimum else 1
+
+
 def set_num_threads(n: int | None) -> None:
     """Use ``n`` threads in the kernels and in numpy's BLAS; ``None`` restores the default
     (``OMP_NUM_THREADS`` when set, else the usable cores)."""

@@ -11,7 +11,7 @@ from cython.parallel cimport prange
 
 import numpy as np
 
-from cnnext._config import get_num_threads
+from cnnext._config import threads_for
 from cnnext.workspace import output
 
 # below this many values, starting the thread team costs more than it saves
@@ -31,25 +31,23 @@ cdef void _backward(const floating[::1] dy, const floating[::1] z, floating[::1]
         dz[i] = dy[i] * (1 if z[i] > 0 else 0)
 
 
-def _threads(Py_ssize_t size) -> int:
-    return get_num_threads() if size >= PARALLEL_MIN else 1
-
-
 def relu_forward(z, out=None):
     """``y = max(z, 0)``, same shape as ``z`` (written into ``out`` when given)."""
     y = output(out, z.shape, z.dtype)
+    nt = threads_for(z.size, PARALLEL_MIN)
     if z.dtype == np.float32:
-        _forward[float](z.reshape(-1), y.reshape(-1), _threads(z.size))
+        _forward[float](z.reshape(-1), y.reshape(-1), nt)
     else:
-        _forward[double](z.reshape(-1), y.reshape(-1), _threads(z.size))
+        _forward[double](z.reshape(-1), y.reshape(-1), nt)
     return y
 
 
 def relu_backward(dy, z, out=None):
     """``dz = dy * (z > 0)`` for ``dy`` and ``z`` of one shape (written into ``out`` when given)."""
     dz = output(out, dy.shape, dy.dtype)
+    nt = threads_for(z.size, PARALLEL_MIN)
     if dy.dtype == np.float32:
-        _backward[float](dy.reshape(-1), z.reshape(-1), dz.reshape(-1), _threads(z.size))
+        _backward[float](dy.reshape(-1), z.reshape(-1), dz.reshape(-1), nt)
     else:
-        _backward[double](dy.reshape(-1), z.reshape(-1), dz.reshape(-1), _threads(z.size))
+        _backward[double](dy.reshape(-1), z.reshape(-1), dz.reshape(-1), nt)
     return dz

@@ -16,7 +16,7 @@ from libc.stddef cimport ptrdiff_t
 
 import numpy as np
 
-from cnnext._config import get_num_threads
+from cnnext._config import threads_for
 from cnnext.workspace import output, scratch
 
 cdef extern from "_dense_simd.h" nogil:
@@ -79,7 +79,7 @@ cdef void _gemm(const floating* a, ptrdiff_t ars, ptrdiff_t acs, ptrdiff_t m, pt
 def _threads(ptrdiff_t m, ptrdiff_t n, ptrdiff_t K) -> tuple[int, bool]:
     """``(threads, by_rows)`` for a product of ``m * n * K`` multiply-adds: rows are split
     unless there are fewer than a register tile per thread and more than one column tile."""
-    nt = get_num_threads() if m * n * K >= PARALLEL_MIN else 1
+    nt = threads_for(m * n * K, PARALLEL_MIN)
     return nt, m >= nt * cnx_dense_f.rows or n <= _width(True)
 
 

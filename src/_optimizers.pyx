@@ -17,7 +17,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt, sqrtf
 
-from cnnext._config import get_num_threads
+from cnnext._config import threads_for
 
 # below this many values, starting the thread team costs more than it saves
 PARALLEL_MIN = 1 << 15
@@ -92,10 +92,6 @@ cdef void _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] sq, flo
             p[i] = p[i] - lr * (gi / di)
 
 
-def _threads(Py_ssize_t size) -> int:
-    return get_num_threads() if size >= PARALLEL_MIN else 1
-
-
 def _flat(a):
     return None if a is None else a.reshape(-1)
 
@@ -104,7 +100,8 @@ def sgd_update(param, grad, buf, lr, momentum, nesterov, weight_decay):
     """In place: ``g = grad + weight_decay * param``; with a momentum buffer ``buf`` (None
     without momentum) ``buf = momentum * buf + g`` and ``g = g + momentum * buf`` (Nesterov) or
     ``buf``; ``param -= lr * g``."""
-    p, g, b, nt = param.reshape(-1), grad.reshape(-1), _flat(buf), _threads(param.size)
+    p, g, b = param.reshape(-1), grad.reshape(-1), _flat(buf)
+    nt = threads_for(param.size, PARALLEL_MIN)
     if p.dtype.char == "f":
         _sgd[float](p, g, p if b is None else b, lr, momentum, weight_decay, b is not None,
                     nesterov, nt)
@@ -120,7 +117,8 @@ def adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, weight_decay, de
     ``param -= lr / (1 - beta_1^t) * m / (sqrt(v) / sqrt(1 - beta_2^t) + epsilon)``."""
     decay, wd = (1.0 - lr * weight_decay, 0.0) if decoupled else (1.0, weight_decay)
     args = (lr / (1.0 - beta_1 ** t), beta_1, 1.0 - beta_1, beta_2, 1.0 - beta_2,
-            1.0 / math.sqrt(1.0 - beta_2 ** t), epsilon, wd, decay, _threads(param.size))
+            1.0 / math.sqrt(1.0 - beta_2 ** t), epsilon, wd, decay,
+            threads_for(param.size, PARALLEL_MIN))
     p, g, m, v = param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1)
     if p.dtype.char == "f":
         _adam[float](p, g, m, v, *args)
@@ -135,7 +133,7 @@ def rmsprop_update(param, grad, square_avg, grad_avg, buf, lr, rho, momentum, ep
     (centered), else ``sqrt(s) + epsilon``; with a momentum buffer ``buf``
     ``buf = momentum buf + g / a`` and ``param -= lr * buf``, else ``param -= lr * g / a``."""
     p, g, s = param.reshape(-1), grad.reshape(-1), square_avg.reshape(-1)
-    c, b, nt = _flat(grad_avg), _flat(buf), _threads(param.size)
+    c, b, nt = _flat(grad_avg), _flat(buf), threads_for(param.size, PARALLEL_MIN)
     args = (lr, rho, 1.0 - rho, momentum, epsilon, weight_decay, c is not None, b is not None, nt)
     if p.dtype.char == "f":
         _rmsprop[float](p, g, s, s if c is None else c, p if b is None else b, *args)
