@@ -35,6 +35,9 @@ def into(out: Optional[np.ndarray], result: np.ndarray) -> np.ndarray:
 # Workspace arrays start on a cache-line boundary (so threads writing neighbouring parts of one
 # share no cache line when the parts are multiples of 64 bytes).
 ALIGNMENT = 64
+# Views kept per name (one per shape and dtype asked for), so that names shared by layers of
+# several sizes hand out their arrays without rebuilding them.
+MAX_VIEWS = 16
 
 
 class Workspace:
@@ -45,19 +48,25 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
-        self._views: dict[str, np.ndarray] = {}  # the last array handed out per name
+        self._starts: dict[str, int] = {}  # per name: its buffer's first aligned byte
+        self._views: dict[str, dict[tuple, np.ndarray]] = {}  # per name: (shape, dtype) -> view
 
     def array(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        view = self._views.get(name)
-        if view is not None and view.shape == shape and view.dtype == dtype:
+        views = self._views.setdefault(name, {})
+        view = views.get((shape, dtype))
+        if view is not None:
             return view
-        dtype = np.dtype(dtype)
-        nbytes = math.prod(shape) * dtype.itemsize
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
         buf = self._buffers.get(name)
         if buf is None or buf.nbytes < nbytes + ALIGNMENT:
             buf = self._buffers[name] = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
-        start = -buf.ctypes.data % ALIGNMENT
-        view = self._views[name] = buf[start : start + nbytes].view(dtype).reshape(shape)
+            self._starts[name] = -buf.ctypes.data % ALIGNMENT
+            views.clear()  # they show the old buffer
+        elif len(views) >= MAX_VIEWS:
+            views.clear()
+        start = self._starts[name]
+        view = buf[start : start + nbytes].view(dtype).reshape(shape)
+        views[(shape, dtype)] = view
         return view
 
     @property
@@ -68,6 +77,7 @@ class Workspace:
     def clear(self) -> None:
         """Release every buffer."""
         self._buffers.clear()
+        self._starts.clear()
         self._views.clear()
 
 

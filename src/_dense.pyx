@@ -6,9 +6,10 @@ Both functions follow the backend contract in :mod:`cnnext.backend`: ``x (N, D)`
 The three matrix products (``x @ w``, ``x.T @ dy``, ``dy @ w.T``) run on the vector micro-kernel
 of src/_dense_simd_kernels.h (register tiles of rows times two vectors of columns), compiled for
 several instruction sets and picked at import time (:func:`simd_level`; ``CNNEXT_SIMD``
-overrides it). ``x.T`` is read in place; ``w.T`` is copied once per backward call. The OpenMP
-threads split the rows of a product, or its columns when there are too few rows. Each output value
-is summed by one thread in a fixed order, so results do not depend on the thread count.
+overrides it). ``x.T`` is read in place; ``w.T`` is copied once per backward call, in blocks of
+one vector by one vector transposed in registers. The OpenMP threads split the rows of a product,
+or its columns when there are too few rows. Each output value is summed by one thread in a fixed
+order, so results do not depend on the thread count.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange

@@ -1,7 +1,7 @@
-/* Type-generic body of the matrix-product micro-kernel of src/_dense.pyx; included by
- * _dense_simd.h once per element type and instruction set (see _simd.h), after _simd_vec.h
- * (CNX_V, CNX_L, loads and stores), with CNX_RB defined. No include guard. Ends with the table
- * cnx_gemm_table_<S>_<ISA>.
+/* Type-generic body of the matrix-product micro-kernel and the transpose of src/_dense.pyx;
+ * included by _dense_simd.h once per element type and instruction set (see _simd.h), after
+ * _simd_vec.h (CNX_V, CNX_M, CNX_L, loads and stores), with CNX_RB defined. No include guard.
+ * Ends with the table cnx_gemm_table_<S>_<ISA>.
  *
  * A register tile is CNX_RB rows (12 with AVX-512's 32 vector registers, 6 with 16) times two
  * vectors of columns: 2 * CNX_RB accumulators, updated by outer products (a broadcast element of
@@ -113,6 +113,65 @@ static void CNX_NAME(cnx_gemm)(const CNX_T* a, ptrdiff_t ars, ptrdiff_t acs, ptr
 #undef CNX_GEMM_CASE
 #undef CNX_GEMM_CASES
 
+/* Rounds of the in-register transpose: log2(CNX_L). */
+#define CNX_ROUNDS (CNX_L == 16 ? 4 : CNX_L == 8 ? 3 : CNX_L == 4 ? 2 : 1)
+
+/* Transpose the CNX_L x CNX_L block held in rows r[0..CNX_L) in place. Round k, for h =
+ * CNX_L >> (k + 1): rows i and i + h (bit h of i clear) swap their off-diagonal h x h blocks,
+ * which swaps bit h of every element's row and column index; (keep_a[k], keep_b[k]) pick the new
+ * rows from the lanes of (r[i], r[i + h]). */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_transpose_block)(
+    CNX_V* r, const CNX_M* keep_a, const CNX_M* keep_b)
+{
+#pragma GCC unroll 4
+    for (int k = 0; k < CNX_ROUNDS; k++) {
+        const int h = (int)(CNX_L >> (k + 1));
+#pragma GCC unroll 16
+        for (int i = 0; i < CNX_L; i++) {
+            if (i & h)
+                continue;
+            const CNX_V a = r[i], b = r[i + h];
+            r[i] = __builtin_shuffle(a, b, keep_a[k]);
+            r[i + h] = __builtin_shuffle(a, b, keep_b[k]);
+        }
+    }
+}
+
+/* wt (U, ldt) = w (D, U).T in its first D columns: whole CNX_L x CNX_L blocks in registers, the
+ * ragged right and bottom edges element by element. */
+static void CNX_NAME(cnx_transpose)(const CNX_T* w, ptrdiff_t D, ptrdiff_t U, CNX_T* wt,
+                                    ptrdiff_t ldt)
+{
+    CNX_M keep_a[CNX_ROUNDS], keep_b[CNX_ROUNDS];
+    for (int k = 0; k < CNX_ROUNDS; k++) {
+        const int h = (int)(CNX_L >> (k + 1));
+        for (int j = 0; j < CNX_L; j++) {
+            keep_a[k][j] = j & h ? CNX_L + j - h : j;
+            keep_b[k][j] = j & h ? CNX_L + j : j + h;
+        }
+    }
+    const ptrdiff_t Db = D - D % CNX_L, Ub = U - U % CNX_L;
+    for (ptrdiff_t d0 = 0; d0 < Db; d0 += CNX_L) {
+        for (ptrdiff_t u0 = 0; u0 < Ub; u0 += CNX_L) {
+            CNX_V r[CNX_L];
+#pragma GCC unroll 16
+            for (int i = 0; i < CNX_L; i++)
+                r[i] = CNX_NAME(cnx_load)(w + (d0 + i) * U + u0);
+            CNX_NAME(cnx_transpose_block)(r, keep_a, keep_b);
+#pragma GCC unroll 16
+            for (int i = 0; i < CNX_L; i++)
+                CNX_NAME(cnx_store)(wt + (u0 + i) * ldt + d0, r[i], CNX_L);
+        }
+        for (ptrdiff_t u = Ub; u < U; u++)
+            for (ptrdiff_t d = d0; d < d0 + CNX_L; d++)
+                wt[u * ldt + d] = w[d * U + u];
+    }
+    for (ptrdiff_t u = 0; u < U; u++)
+        for (ptrdiff_t d = Db; d < D; d++)
+            wt[u * ldt + d] = w[d * U + u];
+}
+#undef CNX_ROUNDS
+
 static const CNX_CAT2(cnx_gemm_table, CNX_S) CNX_NAME(cnx_gemm_table) = {
-    CNX_NAME(cnx_gemm), (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_RB,
+    CNX_NAME(cnx_gemm), CNX_NAME(cnx_transpose), (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_RB,
 };
