@@ -8,14 +8,16 @@ first, as NumPy does with Python floats), so results are equal bit for bit: the 
 without contracting multiply-adds (``-ffp-contract=off``, whatever the build's other flags) and
 with ``-fno-math-errno``, which lets the loops use vector square roots and divisions (a scalar loop
 also took about four times as long as the twin once Adam's moments decayed into subnormal
-numbers). The twin makes four to ten passes over memory per parameter; these make one. Arrays
-below ``PARALLEL_MIN`` values run on one thread.
+numbers). The twin makes four to ten passes over memory per parameter; these make one. Slot
+values below the smallest normal number are stored as zero, as in the twin (see
+:mod:`cnnext.optimizers`). Arrays below ``PARALLEL_MIN`` values run on one thread.
 """
 import math
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport sqrt, sqrtf
+from libc.float cimport DBL_MIN, FLT_MIN
+from libc.math cimport fabs, fabsf, sqrt, sqrtf
 
 from cnnext._config import threads_for
 
@@ -31,6 +33,15 @@ cdef inline floating _sqrt(floating x) noexcept nogil:
         return sqrt(x)
 
 
+cdef inline floating _flushed(floating x) noexcept nogil:
+    """``x``, or 0 where ``|x|`` is below the smallest normal number of its precision (a NaN
+    stays): the value stored in an optimizer slot."""
+    if floating is float:
+        return 0 if fabsf(x) < FLT_MIN else x
+    else:
+        return 0 if fabs(x) < DBL_MIN else x
+
+
 cdef void _sgd(floating[::1] p, const floating[::1] g, floating[::1] b, floating lr,
                floating mu, floating wd, bint has_buf, bint nesterov, int nt) noexcept nogil:
     cdef Py_ssize_t i
@@ -40,7 +51,7 @@ cdef void _sgd(floating[::1] p, const floating[::1] g, floating[::1] b, floating
         if wd != 0:
             gi = gi + wd * p[i]
         if has_buf:
-            bi = mu * b[i] + gi
+            bi = _flushed(mu * b[i] + gi)
             b[i] = bi
             gi = gi + mu * bi if nesterov else bi
         p[i] = p[i] - lr * gi
@@ -59,8 +70,8 @@ cdef void _adam(floating[::1] p, const floating[::1] g, floating[::1] m, floatin
             pi = pi * decay
         if wd != 0:
             gi = gi + wd * pi
-        mi = b1 * m[i] + c1 * gi
-        vi = b2 * v[i] + c2 * (gi * gi)
+        mi = _flushed(b1 * m[i] + c1 * gi)
+        vi = _flushed(b2 * v[i] + c2 * (gi * gi))
         m[i] = mi
         v[i] = vi
         p[i] = pi - step * (mi / (_sqrt(vi) * unbias2 + eps))
@@ -76,16 +87,16 @@ cdef void _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] sq, flo
         gi = g[i]
         if wd != 0:
             gi = gi + wd * p[i]
-        si = rho * sq[i] + c * (gi * gi)
+        si = _flushed(rho * sq[i] + c * (gi * gi))
         sq[i] = si
         if centered:
-            ai = rho * avg[i] + c * gi
+            ai = _flushed(rho * avg[i] + c * gi)
             avg[i] = ai
             di = _sqrt(si - ai * ai) + eps
         else:
             di = _sqrt(si) + eps
         if has_buf:
-            bi = mu * b[i] + gi / di
+            bi = _flushed(mu * b[i] + gi / di)
             b[i] = bi
             p[i] = p[i] - lr * bi
         else:

@@ -112,6 +112,35 @@ def test_compiled_updates_equal_the_twin_bit_for_bit(compiled_backend, kind, hp,
         np.testing.assert_array_equal(state_ours[key], state_twin[key], err_msg=key)
 
 
+SLOTTED = [(k, hp) for k, hp in CASES[:8] if k != "SGD" or hp.get("momentum")]
+
+
+@pytest.mark.parametrize("kind, hp", SLOTTED, ids=[f"{k}-{i}" for i, (k, _) in enumerate(SLOTTED)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_slots_below_the_smallest_normal_number_are_stored_as_zero(backend_name, kind, hp, dtype):
+    """Zero gradients make the slots decay; IEEE rounding would leave small ones stuck at
+    subnormal values for good (0.9 * 2**-149 rounds back to 2**-149 in float32), and every later
+    update of them takes a ~100x slower microcode path. A slot value that falls below the
+    smallest normal number is stored as +0; a NaN stays NaN; normal values decay as usual."""
+    tiny = np.finfo(dtype).tiny
+    start = np.array([1.0005 * tiny, -1.0005 * tiny, np.nan, 1.0, 0.0], dtype=dtype)
+    param = np.zeros(5, dtype)  # so that weight decay adds nothing to the zero gradient
+    opt = getattr(optimizers, kind)(**hp)
+    opt.apply([("w", param, np.ones(5, dtype))], backend_name)  # creates the slots
+    names = list(opt.get_state())[1:]
+    assert names, "this case keeps no slots"
+    opt.set_state({"iterations": np.array(1), **{name: start.copy() for name in names}})
+    param[:] = 0
+    opt.apply([("w", param, np.zeros(5, dtype))], backend_name)
+    for name, value in opt.get_state().items():
+        if name == "iterations":
+            continue
+        assert value.dtype == dtype, name
+        np.testing.assert_array_equal(value[:2], [0, 0], err_msg=name)
+        assert not np.signbit(value[1]), name
+        assert np.isnan(value[2]) and tiny < value[3] < 1 and value[4] == 0, (name, value)
+
+
 @pytest.mark.parametrize("layout", ["fortran", "strided"])
 def test_non_contiguous_parameters_update_through_the_twin(compiled_backend, layout, monkeypatch):
     """The compiled ops take C-contiguous arrays only; others must still update correctly."""
