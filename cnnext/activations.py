@@ -23,10 +23,10 @@ from .workspace import into
 class Activation:
     """Identity base class: ``y = z``; subclasses override :meth:`forward` and :meth:`backward`.
 
-    ``backend`` names the op table for activations that have backend kernels (ReLU); the others
-    are NumPy expressions on every backend and ignore it. ``out``, when given, is an array of the
-    result's shape and dtype that receives the result and is returned (ReLU's kernels write into
-    it; the NumPy expressions copy their result there).
+    ``backend`` names the op table for activations that have backend kernels (ReLU, softmax); the
+    others are NumPy expressions on every backend and ignore it. ``out``, when given, is an array
+    of the result's shape and dtype that receives the result and is returned (the kernels write
+    into it; the NumPy expressions copy their result there).
     """
 
     name = "linear"
@@ -117,16 +117,14 @@ class Tanh(Activation):
 
 
 class Softmax(Activation):
-    """Softmax over the last axis; the row maximum is subtracted before ``exp``."""
+    """Softmax over the last axis (the row maximum is subtracted before ``exp``), by the
+    backend's ``softmax_forward`` op, as the fused categorical cross-entropy."""
 
     name = "softmax"
 
     def forward(self, z: np.ndarray, backend: Optional[str] = None,
                 out: Optional[np.ndarray] = None) -> np.ndarray:
-        e = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
-        np.exp(e, out=e)
-        e /= e.sum(axis=-1, keepdims=True)
-        return e
+        return resolve(backend).softmax_forward(z, out)
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
                  backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -6,8 +6,9 @@ Each loss validates and converts the labels once per ``fit``/``evaluate`` call w
 Cross-entropies fuse with their natural output activation (softmax for the categorical ones,
 sigmoid for the binary one): when the model's last layer applies that activation the model asks
 the loss for :meth:`Loss.logits_value_grad_and_output` on the pre-activation ``z`` (which also
-gives the activation's output, so a training step computes it once). The value then comes
-from ``log_softmax(z) = z - max(z) - log(sum(exp(z - max(z))))`` (or the stable
+gives the activation's output, so a training step computes it once; for softmax that is the
+backend's ``softmax_cross_entropy`` op, whose output equals its ``softmax_forward``). The value
+then comes from ``log_softmax(z) = z - max(z) - log(sum(exp(z - max(z))))`` (or the stable
 ``max(z, 0) - z*t + log1p(exp(-|z|))`` for sigmoid) and the gradient is ``(p - t) / M``, so very
 large logits neither overflow nor give ``log(0)``. ``from_logits=True`` means the model output
 itself is the logits (last layer linear). Otherwise probabilities are clipped to
@@ -21,6 +22,8 @@ from __future__ import annotations
 from typing import Any, Optional, Union
 
 import numpy as np
+
+from .backend import resolve
 
 EPSILON = 1e-7
 
@@ -64,14 +67,17 @@ class Loss:
         """``dL/dp``, same shape and dtype as ``p``."""
         raise NotImplementedError
 
-    def logits_value_and_grad(self, t: np.ndarray, z: np.ndarray) -> tuple[float, np.ndarray]:
+    def logits_value_and_grad(self, t: np.ndarray, z: np.ndarray,
+                              backend: Optional[str] = None) -> tuple[float, np.ndarray]:
         """Loss and ``dL/dz`` from the logits ``z`` (for fused or ``from_logits`` use)."""
-        return self.logits_value_grad_and_output(t, z)[:2]
+        return self.logits_value_grad_and_output(t, z, backend)[:2]
 
-    def logits_value_grad_and_output(self, t: np.ndarray,
-                                     z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def logits_value_grad_and_output(
+        self, t: np.ndarray, z: np.ndarray, backend: Optional[str] = None
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss, ``dL/dz`` and the fused activation of ``z`` (the model output, equal bit for bit
-        to what the activation layer computes), in one pass over the logits."""
+        to what the activation layer computes on the same ``backend``), in one pass over the
+        logits."""
         raise NotImplementedError(f"{type(self).__name__} has no logits form")
 
     def get_config(self) -> dict[str, Any]:
@@ -171,23 +177,11 @@ class CategoricalCrossentropy(Loss):
             g = -t2 / (m * clipped)
         return g.reshape(p.shape)
 
-    def logits_value_grad_and_output(self, t: np.ndarray,
-                                     z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    def logits_value_grad_and_output(
+        self, t: np.ndarray, z: np.ndarray, backend: Optional[str] = None
+    ) -> tuple[float, np.ndarray, np.ndarray]:
         t2, z2 = self._rows(t, z)
-        m = len(z2)
-        shifted = z2 - z2.max(axis=1, keepdims=True)
-        e = np.exp(shifted)
-        total = e.sum(axis=1, keepdims=True)
-        p = e / total
-        grad = p.copy()
-        if t2.ndim == 1:  # log_softmax at the targets only
-            rows = np.arange(m)
-            loss = -float((shifted[rows, t2] - np.log(total[:, 0])).sum()) / m
-            grad[rows, t2] -= 1.0
-        else:
-            loss = -float(np.vdot(t2, shifted - np.log(total))) / m
-            grad -= t2
-        grad *= 1.0 / m
+        loss, grad, p = resolve(backend).softmax_cross_entropy(np.ascontiguousarray(z2), t2)
         return loss, grad.reshape(z.shape), p.reshape(z.shape)
 
 
@@ -218,9 +212,10 @@ class BinaryCrossentropy(Loss):
         q = np.clip(p, EPSILON, 1.0 - EPSILON)
         return (q - t) / (q * (1.0 - q) * p.size)
 
-    def logits_value_grad_and_output(self, t: np.ndarray,
-                                     z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-        e = np.exp(-np.abs(z))
+    def logits_value_grad_and_output(
+        self, t: np.ndarray, z: np.ndarray, backend: Optional[str] = None
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        e = np.exp(-np.abs(z))  # NumPy on every backend, as the sigmoid activation
         loss = float(np.mean(np.maximum(z, 0) - z * t + np.log1p(e)))
         p = np.where(z >= 0, 1 / (1 + e), e / (1 + e))
         grad = p - t

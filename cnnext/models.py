@@ -329,9 +329,10 @@ class Sequential:
     def _batch_loss(self, t: np.ndarray, out: np.ndarray, mode: str,
                     need_grad: bool) -> tuple[float, Optional[np.ndarray]]:
         if mode == "fused":
-            return self.loss.logits_value_and_grad(t, self.layers[-1].preactivation)
+            return self.loss.logits_value_and_grad(t, self.layers[-1].preactivation,
+                                                   self._backend)
         if mode == "logits":
-            return self.loss.logits_value_and_grad(t, out)
+            return self.loss.logits_value_and_grad(t, out, self._backend)
         return self.loss.value(t, out), (self.loss.gradient(t, out) if need_grad else None)
 
     def _backward(self, grad: np.ndarray, mode: str) -> None:
@@ -370,7 +371,7 @@ class Sequential:
         with self._workspaces():
             if mode == "fused":  # the loss applies the output activation along the way
                 z = self._forward(x, True, last_activation=False)
-                loss, grad, out = self.loss.logits_value_grad_and_output(t, z)
+                loss, grad, out = self.loss.logits_value_grad_and_output(t, z, self._backend)
             else:
                 out = self._forward(x, True)
                 loss, grad = self._batch_loss(t, out, mode, need_grad=True)

@@ -498,3 +498,18 @@ def relu_backward(dy, x, backend: str | None = None,
     out = _out(op, out, x.shape, flat_x.dtype, flat_dy, flat_x)
     dz = kernels.relu_backward(flat_dy, flat_x, _flat(out))
     return dz.reshape(x.shape) if out is None else out
+
+
+# --- softmax ------------------------------------------------------------------------------------
+
+
+def softmax(x, backend: str | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """Softmax over the last axis of ``x`` (any shape with at least one value per row):
+    ``exp(x - max) / sum(exp(x - max))`` row by row."""
+    kernels = _backend.resolve(backend)
+    x = _array("softmax", "x", x, None)
+    if x.ndim == 0 or x.shape[-1] == 0:
+        raise ValueError(f"softmax: x needs a last axis of at least one value, got "
+                         f"x.shape={x.shape}")
+    (x,) = _contiguous(x)
+    return kernels.softmax_forward(x, _out("softmax", out, x.shape, x.dtype, x))

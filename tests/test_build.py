@@ -19,7 +19,8 @@ from cnnext import backend
 from cnnext._config import openmp_enabled
 from cnnext.backend import numpy_ops
 
-EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_dense", "_activation", "_openmp")
+EXTENSIONS = ("_conv2d", "_pool2d", "_upsample2d", "_dense", "_activation", "_softmax",
+              "_optimizers", "_openmp")
 SIMD_LEVELS = ("avx512", "avx2", "baseline")  # simd_level() of _conv2d, _pool2d and _dense
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
 

@@ -300,6 +300,64 @@ def test_pool2d_with_relu_is_relu_of_the_pooling_bit_for_bit(backend_name, case,
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+def softmax_logits(rng, shape, dtype) -> np.ndarray:
+    """Logits of every scale (rows of small, large and huge values), a row holding a NaN and a
+    row holding an infinity when there are enough rows."""
+    z = random_values(rng, shape, dtype) * rng.choice([1.0, 30.0, 1e4], size=(*shape[:-1], 1))
+    z = z.astype(dtype)
+    rows = z.reshape(-1, shape[-1])
+    if len(rows) >= 3:
+        rows[1, -1], rows[2, 0] = np.nan, np.inf
+    return z
+
+
+@SETTINGS
+@given(shape=st.lists(st.integers(1, 30), min_size=1, max_size=3), dtype=DTYPES,
+       layout=st.sampled_from(["c", "strided"]), seed=SEEDS)
+def test_softmax_matches_numpy(compiled_backend, shape, dtype, layout, seed):
+    """Softmax over the last axis: close to the twin wherever it is finite, NaN in the same rows
+    (a NaN, or an infinity minus itself), rows summing to 1."""
+    z = with_layout(softmax_logits(np.random.default_rng(seed), shape, dtype), layout)
+    with np.errstate(invalid="ignore"):  # the twin's inf - inf
+        want = ops.softmax(z, backend="numpy")
+    got = ops.softmax(z, backend=compiled_backend)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert_twins_close(np.nan_to_num(got), np.nan_to_num(want), terms=shape[-1])
+    finite = ~np.isnan(got).any(axis=-1)
+    np.testing.assert_allclose(got.sum(axis=-1)[finite], 1.0, rtol=1e-5 * shape[-1])
+
+
+@SETTINGS
+@given(n=st.integers(1, 40), k=st.integers(1, 20), targets=st.sampled_from(["ids", "rows"]),
+       dtype=DTYPES, seed=SEEDS)
+def test_softmax_cross_entropy_matches_numpy(compiled_backend, n, k, targets, dtype, seed):
+    """The fused loss of a training step, ``(loss, dz, p)``, against the twin; ``p`` must be
+    the backend's softmax bit for bit (the model's training and predict outputs agree)."""
+    from cnnext.backend import BACKENDS
+
+    rng = np.random.default_rng(seed)
+    z = softmax_logits(rng, (n, k), dtype)
+    z[1:3] = random_values(rng, z[1:3].shape, dtype)  # finite rows only: the loss is a mean
+    ids = rng.integers(0, k, n)
+    t = ids if targets == "ids" else rng.dirichlet(np.ones(k), n).astype(dtype)
+    got = BACKENDS[compiled_backend].softmax_cross_entropy(z, t)
+    want = BACKENDS["numpy"].softmax_cross_entropy(z, t)
+    assert got[0] == pytest.approx(want[0], rel=1e-5 if dtype == np.float32 else 1e-12, abs=1e-6)
+    for g, w in zip(got[1:], want[1:]):
+        assert_twins_close(g, w, terms=k)
+    np.testing.assert_array_equal(got[2], ops.softmax(z, backend=compiled_backend))
+
+
+def test_softmax_cross_entropy_rejects_class_ids_out_of_range(compiled_backend):
+    from cnnext.backend import BACKENDS
+
+    z = np.zeros((3, 4), np.float32)
+    with pytest.raises(IndexError, match="class id 4 .row 2. is out of range for 4 classes"):
+        BACKENDS[compiled_backend].softmax_cross_entropy(z, np.array([0, 3, 4]))
+    with pytest.raises(IndexError, match="class id -1 .row 0."):
+        BACKENDS[compiled_backend].softmax_cross_entropy(z, np.array([-1, 0, 0]))
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_relu_on_many_threads_matches_numpy(compiled_backend, threads):
     """Arrays above the kernel's parallel threshold, split over several threads."""

@@ -417,3 +417,14 @@ def test_relu_validates_its_arrays():
         ops.relu([[1.0], [1.0, 2.0]])
     assert ops.relu(np.array([-1, 2], dtype=np.int8)).dtype == np.float32  # converted
     assert ops.relu(np.float64(-3.0)).shape == ()  # any rank, scalars too
+
+
+def test_softmax_validates_its_array():
+    with raises(ValueError, "softmax", "last axis of at least one value", "x.shape=(2, 0)"):
+        ops.softmax(np.ones((2, 0)))
+    with raises(ValueError, "softmax", "x.shape=()"):
+        ops.softmax(np.float32(1.0))
+    with raises(TypeError, "softmax", "dtype complex128"):
+        ops.softmax(np.ones((2, 3), dtype=complex))
+    with raises(ValueError, "softmax: out.shape=(3,)"):
+        ops.softmax(np.ones((2, 3)), out=np.empty(3))

@@ -16,6 +16,8 @@ result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.worksp
   dense_backward(dy, x, w, input_grad=True, out=None) -> (dx or None, dw, db)
   relu_forward(z, out=None) -> y
   relu_backward(dy, z, out=None) -> dz
+  softmax_forward(z, out=None) -> y
+  softmax_cross_entropy(z, t) -> (loss, dz, y)
   sgd_update(param, grad, buf, lr, momentum, nesterov, weight_decay) -> None
   adam_update(param, grad, m, v, lr, beta_1, beta_2, epsilon, weight_decay, decoupled, t) -> None
   rmsprop_update(param, grad, square_avg, grad_avg, buf, lr, rho, momentum, epsilon,
@@ -26,7 +28,10 @@ Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho
 ``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``; ``relu`` (max and
 min only) makes the pooling ops compute ``relu(pool(x))`` and its gradient. The dense ops take
 ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None and give ``y (N, U)``. The ReLU ops take arrays of
-any shape (``dy`` and ``z`` of one shape). The optimizer updates (see :mod:`cnnext.optimizers`)
+any shape (``dy`` and ``z`` of one shape). ``softmax_forward`` works on the last axis of any
+shape; ``softmax_cross_entropy`` takes logits ``z (N, K)`` and class ids ``t (N,)`` (intp, in
+range) or target rows ``t (N, K)`` of ``z``'s dtype, and its ``y`` equals ``softmax_forward(z)``
+bit for bit (see :mod:`cnnext.losses`). The optimizer updates (see :mod:`cnnext.optimizers`)
 change ``param`` and its slots in place; ``buf`` and ``grad_avg`` are None when the rule has no
 such slot, and the compiled ones take C-contiguous arrays of one dtype and shape.
 
@@ -56,6 +61,8 @@ OP_NAMES = (
     "dense_backward",
     "relu_forward",
     "relu_backward",
+    "softmax_forward",
+    "softmax_cross_entropy",
     "sgd_update",
     "adam_update",
     "rmsprop_update",
@@ -77,10 +84,11 @@ def _table(*modules) -> SimpleNamespace:
 
 def _load_compiled() -> tuple[SimpleNamespace | None, str | None]:
     try:
-        from .._ext import _activation, _conv2d, _dense, _optimizers, _pool2d, _upsample2d
+        from .._ext import (_activation, _conv2d, _dense, _optimizers, _pool2d, _softmax,
+                            _upsample2d)
     except ImportError as exc:  # not built, or built for another interpreter
         return None, str(exc)
-    return _table(_conv2d, _pool2d, _upsample2d, _dense, _activation, _optimizers), None
+    return _table(_conv2d, _pool2d, _upsample2d, _dense, _activation, _softmax, _optimizers), None
 
 
 BACKENDS: dict[str, SimpleNamespace] = {"numpy": _table(numpy_ops)}

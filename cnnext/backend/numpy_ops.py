@@ -217,6 +217,37 @@ def relu_backward(dy, z, out=None) -> np.ndarray:
     return into(out, dy * (z > 0))
 
 
+def softmax_forward(z, out=None) -> np.ndarray:
+    """Softmax over the last axis: ``exp(z - max) / sum(exp(z - max))`` per row (a row holding a
+    NaN, or an infinity and another value that does not cancel, gives NaN)."""
+    e = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
+    np.exp(e, out=e)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def softmax_cross_entropy(z, t) -> tuple[float, np.ndarray, np.ndarray]:
+    """``(loss, dz, p)`` for logits ``z (N, K)``: ``p`` the softmax of each row (exactly
+    :func:`softmax_forward`), ``loss`` the mean over rows of ``-log p[t]`` (class ids ``t (N,)``)
+    or of ``-sum(t * log p)`` (target rows ``t (N, K)``), from the shifted logits (no log of a
+    rounded ``p``), and ``dz = (p - onehot(t)) / N`` (or ``(p - t) / N``)."""
+    m = len(z)
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=1, keepdims=True)
+    p = e / total
+    grad = p.copy()
+    if t.ndim == 1:  # log_softmax at the targets only
+        rows = np.arange(m)
+        loss = -float((shifted[rows, t] - np.log(total[:, 0])).sum()) / m
+        grad[rows, t] -= 1.0
+    else:
+        loss = -float(np.vdot(t, shifted - np.log(total))) / m
+        grad -= t
+    grad *= 1.0 / m
+    return loss, grad, p
+
+
 # --- optimizer updates (in place; the arrays may have any shape and strides) -------------------
 
 
