@@ -17,7 +17,8 @@ import math
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.float cimport DBL_MIN, FLT_MIN
-from libc.math cimport fabs, fabsf, sqrt, sqrtf
+
+from _typed_math cimport typed_fabs, typed_sqrt
 
 from cnnext._config import threads_for
 
@@ -25,21 +26,11 @@ from cnnext._config import threads_for
 PARALLEL_MIN = 1 << 15
 
 
-cdef inline floating _sqrt(floating x) noexcept nogil:
-    """The square root rounded to ``x``'s precision (as NumPy's, not through double)."""
-    if floating is float:
-        return sqrtf(x)
-    else:
-        return sqrt(x)
-
-
 cdef inline floating _flushed(floating x) noexcept nogil:
     """``x``, or 0 where ``|x|`` is below the smallest normal number of its precision (a NaN
     stays): the value stored in an optimizer slot."""
-    if floating is float:
-        return 0 if fabsf(x) < FLT_MIN else x
-    else:
-        return 0 if fabs(x) < DBL_MIN else x
+    cdef floating smallest = FLT_MIN if floating is float else DBL_MIN
+    return 0 if typed_fabs(x) < smallest else x
 
 
 cdef void _sgd(floating[::1] p, const floating[::1] g, floating[::1] b, floating lr,
@@ -74,7 +65,7 @@ cdef void _adam(floating[::1] p, const floating[::1] g, floating[::1] m, floatin
         vi = _flushed(b2 * v[i] + c2 * (gi * gi))
         m[i] = mi
         v[i] = vi
-        p[i] = pi - step * (mi / (_sqrt(vi) * unbias2 + eps))
+        p[i] = pi - step * (mi / (typed_sqrt(vi) * unbias2 + eps))
 
 
 cdef void _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] sq, floating[::1] avg,
@@ -92,9 +83,9 @@ cdef void _rmsprop(floating[::1] p, const floating[::1] g, floating[::1] sq, flo
         if centered:
             ai = _flushed(rho * avg[i] + c * gi)
             avg[i] = ai
-            di = _sqrt(si - ai * ai) + eps
+            di = typed_sqrt(si - ai * ai) + eps
         else:
-            di = _sqrt(si) + eps
+            di = typed_sqrt(si) + eps
         if has_buf:
             bi = _flushed(mu * b[i] + gi / di)
             b[i] = bi

@@ -10,25 +10,11 @@ last place. Rows are few and short in practice (a batch of class scores), so thi
 thread; a single call replaces about fifteen NumPy calls of the twin.
 """
 from cython cimport floating
-from libc.math cimport exp, expf, log, logf
+from _typed_math cimport typed_exp, typed_log
 
 import numpy as np
 
 from cnnext.workspace import output
-
-
-cdef inline floating _exp(floating x) noexcept nogil:
-    if floating is float:
-        return expf(x)
-    else:
-        return exp(x)
-
-
-cdef inline floating _log(floating x) noexcept nogil:
-    if floating is float:
-        return logf(x)
-    else:
-        return log(x)
 
 
 cdef floating _softmax_row(const floating* z, floating* p, Py_ssize_t K,
@@ -41,7 +27,7 @@ cdef floating _softmax_row(const floating* z, floating* p, Py_ssize_t K,
         if z[j] > m or z[j] != z[j]:  # a NaN sticks: no comparison with it is true
             m = z[j]
     for j in range(K):
-        p[j] = _exp(z[j] - m)
+        p[j] = typed_exp(z[j] - m)
         s = s + p[j]
     for j in range(K):
         p[j] = p[j] / s
@@ -65,7 +51,7 @@ cdef double _cross_entropy_ids(const floating[:, ::1] z, const Py_ssize_t[::1] t
     cdef double log_likelihood = 0
     for i in range(z.shape[0]):
         m = _softmax_row(&z[i, 0], &p[i, 0], z.shape[1], &total)
-        log_likelihood += (z[i, t[i]] - m) - _log(total)
+        log_likelihood += (z[i, t[i]] - m) - typed_log(total)
         for j in range(z.shape[1]):
             dz[i, j] = (p[i, j] - (1 if j == t[i] else 0)) * scale
     return log_likelihood
@@ -80,7 +66,7 @@ cdef double _cross_entropy_rows(const floating[:, ::1] z, const floating[:, ::1]
     cdef double log_likelihood = 0
     for i in range(z.shape[0]):
         m = _softmax_row(&z[i, 0], &p[i, 0], z.shape[1], &total)
-        log_total = _log(total)
+        log_total = typed_log(total)
         for j in range(z.shape[1]):
             log_likelihood += t[i, j] * ((z[i, j] - m) - log_total)
             dz[i, j] = (p[i, j] - t[i, j]) * scale
