@@ -25,6 +25,9 @@ def test_workspace_reuses_one_buffer_per_name_and_grows_it():
     assert not np.shares_memory(ws.array("dx", (4, 5), np.float32), a)
     bigger = ws.array("y", (8, 5), np.float32)
     assert bigger.shape == (8, 5) and not np.shares_memory(bigger, a)
+    again = ws.array("y", (4, 5), np.float32)  # an earlier shape, now from the grown buffer
+    assert again.shape == (4, 5) and np.shares_memory(again, bigger)
+    assert not np.shares_memory(again, a)
     assert ws.nbytes == bigger.nbytes + 4 * 5 * 4 + 2 * ALIGNMENT  # each with room to align
     for arr in (a, bigger, ws.array("dx", (3,), np.float64), ws.array("y", (7,), np.float32)):
         assert arr.ctypes.data % ALIGNMENT == 0
