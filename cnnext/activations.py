@@ -20,6 +20,14 @@ from .backend import resolve
 from .workspace import into
 
 
+def _by_kernel(kernel: Any, *args: np.ndarray, out: Optional[np.ndarray]) -> np.ndarray:
+    """``kernel(*args, out)`` (a backend op), with ``out`` any array of the result's shape and
+    dtype: the ops write only into C-contiguous ones, so other layouts get a copy of the result."""
+    if out is not None and not out.flags.c_contiguous:
+        return into(out, kernel(*args, None))
+    return kernel(*args, out)
+
+
 class Activation:
     """Identity base class: ``y = z``; subclasses override :meth:`forward` and :meth:`backward`.
 
@@ -56,11 +64,11 @@ class ReLU(Activation):
 
     def forward(self, z: np.ndarray, backend: Optional[str] = None,
                 out: Optional[np.ndarray] = None) -> np.ndarray:
-        return resolve(backend).relu_forward(z, out)
+        return _by_kernel(resolve(backend).relu_forward, z, out=out)
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
                  backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
-        return resolve(backend).relu_backward(dy, z, out)
+        return _by_kernel(resolve(backend).relu_backward, dy, z, out=out)
 
 
 class LeakyReLU(Activation):
@@ -124,7 +132,7 @@ class Softmax(Activation):
 
     def forward(self, z: np.ndarray, backend: Optional[str] = None,
                 out: Optional[np.ndarray] = None) -> np.ndarray:
-        return resolve(backend).softmax_forward(z, out)
+        return _by_kernel(resolve(backend).softmax_forward, z, out=out)
 
     def backward(self, dy: np.ndarray, z: np.ndarray, y: np.ndarray,
                  backend: Optional[str] = None, out: Optional[np.ndarray] = None) -> np.ndarray:

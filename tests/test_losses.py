@@ -207,3 +207,19 @@ def test_fused_training_step_returns_the_activated_output(backend_name):
     _, out = model._train_step(x, np.arange(8) % 4, model._loss_mode())
     last = model.layers[-1]
     np.testing.assert_array_equal(out, last.activation.forward(last.preactivation, backend_name))
+
+
+@pytest.mark.parametrize("name", ["relu", "softmax"])
+def test_kernel_activations_write_into_any_out_layout(name, backend_name):
+    """The compiled ops write only into C-contiguous arrays; a transposed ``out`` must still
+    receive the result (it once kept zeros for ReLU)."""
+    act = activations.get(name)
+    z = RNG.standard_normal((4, 6)).astype(np.float32)
+    dy = RNG.standard_normal((4, 6)).astype(np.float32)
+    out = np.zeros((6, 4), np.float32).T
+    assert act.forward(z, backend_name, out) is out
+    np.testing.assert_allclose(out, act.forward(z, "numpy"), rtol=1e-6)
+    y = act.forward(z, "numpy")
+    grad = np.zeros((6, 4), np.float32).T
+    assert act.backward(dy, z, y, backend_name, grad) is grad
+    np.testing.assert_allclose(grad, act.backward(dy, z, y, "numpy"), rtol=1e-6, atol=1e-7)
