@@ -129,8 +129,8 @@ cdef inline void _input_grad_block(const floating* dy, Py_ssize_t Ho, Py_ssize_t
                                    Py_ssize_t C) noexcept nogil:
     """Input-gradient rows ``block (rb, 2)`` (sample, row; the first ``nr`` are stored), all
     reached through the kernel rows ``khs[:nk]``: gathered into the padded rows
-    ``buf (rb, pitch)``, then cropped into ``dx (N, H, W, C)``."""
-    cdef floating* dx_rows[16]  # rb <= 16 (the register block)
+    ``buf (nr, pitch)``, then cropped into ``dx (N, H, W, C)``."""
+    cdef floating* dx_rows[16]  # nr <= rb <= 16 (the register block)
     cdef Py_ssize_t r, j, n, ih
     memset(buf, 0, nr * pitch * sizeof(floating))
     for r in range(rb):
@@ -138,6 +138,7 @@ cdef inline void _input_grad_block(const floating* dy, Py_ssize_t Ho, Py_ssize_t
         ih = block[2 * r + 1]
         for j in range(nk):
             dy_rows[r * nk + j] = dy + (n * Ho + (ih + top - khs[j] * dh) // sh) * Wo * F
+    for r in range(nr):
         dx_rows[r] = buf + r * pitch
     if floating is float:
         cnx_input_grad_rows_f(dy_rows, nk, khs, dx_rows, nr, Wo, F, wt, Sp, span, pix)

@@ -284,36 +284,37 @@ static void CNX_NAME(cnx_span_weight_grad)(const CNX_T* x, ptrdiff_t x_step, ptr
 
 #undef CNX_SWITCH_RB
 
-/* One step of cnx_input_grad_rows: pixel ow and nv (1 or 2, a constant once inlined) vectors of
- * the kernel rows' weights from wt (KH, F, Sp), summed over the nk kernel rows khs[j] and the
- * output channels, then added at element `off` of every input-gradient row; only the lanes set
- * in `keep` of the last vector are added. Each broadcast dy value feeds nv multiply-adds. */
+/* One step of cnx_input_grad_rows: pixel ow and nv (1 or 2) vectors of the kernel rows' weights
+ * from wt (KH, F, Sp), summed over the nk kernel rows khs[j] and the output channels, for nrb
+ * rows (nv and nrb constants once inlined), then added at element `off` of the first nr of them;
+ * only the lanes set in `keep` of the last vector are added. Each broadcast dy value feeds nv
+ * multiply-adds. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_step)(
-    const int nv, const CNX_T* const* dy_rows, ptrdiff_t nk, const ptrdiff_t* khs,
+    const int nrb, const int nv, const CNX_T* const* dy_rows, ptrdiff_t nk, const ptrdiff_t* khs,
     CNX_T* const* dx_rows, ptrdiff_t nr, ptrdiff_t ow, ptrdiff_t F, const CNX_T* wt,
     ptrdiff_t Sp, ptrdiff_t off, CNX_M keep)
 {
     CNX_V acc[CNX_RB][2];
-    for (int r = 0; r < CNX_RB; r++)
+    for (int r = 0; r < nrb; r++)
         for (int v = 0; v < nv; v++)
             acc[r][v] = (CNX_V){0};
     for (ptrdiff_t j = 0; j < nk; j++) {
         const CNX_T* wk = wt + khs[j] * F * Sp;
         const CNX_T* d[CNX_RB];
-        for (int r = 0; r < CNX_RB; r++)
+        for (int r = 0; r < nrb; r++)
             d[r] = dy_rows[r * nk + j] + ow * F;
         for (ptrdiff_t f = 0; f < F; f++) {
             CNX_V wv[2];
             for (int v = 0; v < nv; v++)
                 wv[v] = CNX_NAME(cnx_load)(wk + f * Sp + v * CNX_L);
-            for (int r = 0; r < CNX_RB; r++) {
+            for (int r = 0; r < nrb; r++) {
                 const CNX_T a = d[r][f];
                 for (int v = 0; v < nv; v++)
                     acc[r][v] += a * wv[v];
             }
         }
     }
-    for (int r = 0; r < CNX_RB; r++) { /* constant bounds keep acc in registers */
+    for (int r = 0; r < nrb; r++) { /* constant bounds keep acc in registers */
         if (r < nr) {
             CNX_T* dst = dx_rows[r] + off;
             acc[r][nv - 1] = CNX_NAME(cnx_blend)(keep, acc[r][nv - 1], (CNX_V){0});
@@ -324,13 +325,51 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_step)(
     }
 }
 
+/* cnx_input_grad_rows for nrb rows (a constant once inlined), the first nr of them stored. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_block)(
+    const int nrb, const CNX_T* const* dy_rows, ptrdiff_t nk, const ptrdiff_t* khs,
+    CNX_T* const* dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F, const CNX_T* wt,
+    ptrdiff_t Sp, ptrdiff_t pix, CNX_M all, CNX_M last)
+{
+    for (ptrdiff_t ow = 0; ow < Wo; ow++) {
+        const ptrdiff_t off = ow * pix;
+        ptrdiff_t s0 = 0;
+        for (; s0 + 2 * CNX_L <= Sp; s0 += 2 * CNX_L)
+            CNX_NAME(cnx_input_grad_step)(nrb, 2, dy_rows, nk, khs, dx_rows, nr, ow, F, wt + s0,
+                                          Sp, off + s0, s0 + 2 * CNX_L == Sp ? last : all);
+        if (s0 < Sp)
+            CNX_NAME(cnx_input_grad_step)(nrb, 1, dy_rows, nk, khs, dx_rows, nr, ow, F, wt + s0,
+                                          Sp, off + s0, last);
+    }
+}
+
+/* Rows per pass of cnx_input_grad_rows below a whole register block: enough accumulators
+ * (2 per row) to hide the multiply-add latency. */
+#define CNX_IG_ROWS (CNX_RB / 3)
+
+/* cnx_input_grad_block for a whole register block of rows, and for CNX_IG_ROWS; each in its own
+ * function, so that the registers are allocated for one block size. */
+#define CNX_IG_PASS(SUFFIX, NRB)                                                                \
+    static __attribute__((noinline)) void CNX_NAME(SUFFIX)(                                    \
+        const CNX_T* const* dy_rows, ptrdiff_t nk, const ptrdiff_t* khs, CNX_T* const* dx_rows,  \
+        ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F, const CNX_T* wt, ptrdiff_t Sp, ptrdiff_t pix,  \
+        CNX_M all, CNX_M last)                                                                   \
+    {                                                                                            \
+        CNX_NAME(cnx_input_grad_block)(NRB, dy_rows, nk, khs, dx_rows, nr, Wo, F, wt, Sp, pix,  \
+                                       all, last);                                               \
+    }
+CNX_IG_PASS(cnx_input_grad_whole, CNX_RB)
+CNX_IG_PASS(cnx_input_grad_part, CNX_IG_ROWS)
+#undef CNX_IG_PASS
+
 /* Input gradient of nr <= CNX_RB rows of the padded input gradient, gathered from the output
  * rows that reach them: for every pixel ow,
  * dx_rows[r][ow * pix + s] += sum_{j < nk, f} dy_rows[r * nk + j][ow * F + f] * wt[khs[j], f, s]
  * for s in [0, span), where s runs over one kernel row's span of input cells and channels and
  * dy_rows[r * nk + j] (Wo, F) is the output-gradient row that reaches row r through kernel row
- * khs[j]. wt: (KH, F, Sp), Sp >= span a multiple of L. dy_rows holds CNX_RB rows of pointers
- * (rows past nr are computed, not stored). Every dx row needs Sp elements of slack past
+ * khs[j]. wt: (KH, F, Sp), Sp >= span a multiple of L. A whole register block of rows goes in one
+ * pass, fewer in passes of CNX_IG_ROWS rows, so dy_rows holds pointers for nr rounded up to
+ * that (rows past nr are computed, not stored). Every dx row needs Sp elements of slack past
  * (Wo - 1) * pix + span (zeros are added there, also for a NaN or infinite dy). The span goes
  * two vectors at a time (one for an odd last vector); each dx vector is read and written once
  * per pixel, after all its kernel rows and channels. */
@@ -346,17 +385,18 @@ static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, ptrdiff_t
     CNX_M all, last; /* lanes of a full vector, and of the span's last vector */
     memset(&all, 0xff, sizeof all);
     memcpy(&last, lanes, sizeof last);
-    for (ptrdiff_t ow = 0; ow < Wo; ow++) {
-        const ptrdiff_t off = ow * pix;
-        ptrdiff_t s0 = 0;
-        for (; s0 + 2 * CNX_L <= Sp; s0 += 2 * CNX_L)
-            CNX_NAME(cnx_input_grad_step)(2, dy_rows, nk, khs, dx_rows, nr, ow, F, wt + s0, Sp,
-                                          off + s0, s0 + 2 * CNX_L == Sp ? last : all);
-        if (s0 < Sp)
-            CNX_NAME(cnx_input_grad_step)(1, dy_rows, nk, khs, dx_rows, nr, ow, F, wt + s0, Sp,
-                                          off + s0, last);
+    if (nr == CNX_RB) {
+        CNX_NAME(cnx_input_grad_whole)(dy_rows, nk, khs, dx_rows, nr, Wo, F, wt, Sp, pix, all,
+                                       last);
+        return;
     }
+    for (ptrdiff_t r0 = 0; r0 < nr; r0 += CNX_IG_ROWS)
+        CNX_NAME(cnx_input_grad_part)(dy_rows + r0 * nk, nk, khs, dx_rows + r0, nr - r0, Wo, F,
+                                      wt, Sp, pix, all, last);
 }
+
+#undef CNX_IG_ROWS
+#undef CNX_SWITCH_RB
 
 /* Planar convolution: output channels per block. Each loaded vector of input pixels feeds
  * CNX_PFB multiply-adds; CNX_QB x CNX_PFB accumulators + CNX_PFB weights + 1 input fit the

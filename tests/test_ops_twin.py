@@ -453,3 +453,36 @@ def test_one_input_channel_conv_matches_numpy(
     assert got[0] is None
     assert_twins_close(got[1], want[1], terms=terms)
     assert_twins_close(got[2], want[2], terms=terms)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 12, 13])
+@pytest.mark.parametrize(
+    "hw, kernel, channels, padding",
+    [
+        ((14, 14), (5, 5), (6, 16), 0),  # LeNet-5's second layer
+        ((26, 26), (3, 3), (4, 8), 0),  # the seed write-up's "Test 4" second layer
+        ((12, 10), (3, 3), (3, 4), 1),
+        ((10, 9), (5, 3), (2, 2), (2, 1)),
+    ],
+)
+def test_small_channel_conv_of_any_batch_size_matches_numpy(
+    compiled_backend, dtype, n, hw, kernel, channels, padding
+):
+    """Few channels, batches below, at and above the kernels' blocks of 12 rows or samples
+    (the input gradient's row blocks of every size)."""
+    C, F = channels
+    rng = np.random.default_rng(n)
+    x = random_values(rng, (n, *hw, C), dtype)
+    w = random_values(rng, (*kernel, C, F), dtype)
+    b = random_values(rng, (F,), dtype)
+    y = ops.conv2d(x, w, b, padding=padding, backend="numpy")
+    assert_twins_close(ops.conv2d(x, w, b, padding=padding, backend=compiled_backend), y,
+                       terms=kernel[0] * kernel[1] * C + 1)
+    dy = random_values(rng, y.shape, dtype)
+    got = ops.conv2d_backward(dy, x, w, padding=padding, backend=compiled_backend)
+    want = ops.conv2d_backward(dy, x, w, padding=padding, backend="numpy")
+    terms = y.shape[0] * y.shape[1] * y.shape[2]
+    assert_twins_close(got[0], want[0], terms=kernel[0] * kernel[1] * F)
+    assert_twins_close(got[1], want[1], terms=terms)
+    assert_twins_close(got[2], want[2], terms=terms)
