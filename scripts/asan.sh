@@ -38,7 +38,9 @@ if [ "$#" -eq 0 ]; then
     set -- tests/test_fuzz_ops.py tests/test_reliability_concurrency.py \
         "tests/test_reliability_resources.py::test_results_do_not_alias_reused_buffers" \
         "tests/test_optimizers.py::test_compiled_updates_equal_the_twin_bit_for_bit" \
-        "tests/test_ops_twin.py::test_softmax_cross_entropy_matches_numpy"
+        "tests/test_ops_twin.py::test_softmax_cross_entropy_matches_numpy" \
+        "tests/test_ops_twin.py::test_small_channel_conv_of_any_batch_size_matches_numpy" \
+        tests/test_conv_expanded.py
 fi
 mkdir -p "$work/asan-logs"
 status=0

@@ -16,9 +16,10 @@ Algorithms, chosen per call from the shapes:
     the lanes. The weight gradient broadcasts each output-gradient value over the span of its
     window; the input gradient sums, per input row, over the kernel rows that reach it, each
     output pixel's gradient times the kernel row's span of weights;
-  - expanded rows (AVX-512, one input channel, at most one vector of output channels, stride 1):
-    an output row's flat (pixel, channel) values in the lanes and each input pixel repeated per
-    channel, so outputs and output gradients are used as they lie (forward and weight gradient).
+  - expanded rows (AVX-512, few input channels, at most one vector of output channels, stride
+    1): an output row's flat (pixel, channel) values in the lanes and each input value repeated
+    per output channel by a lane permute, so outputs and output gradients are used as they lie
+    (forward and weight gradient).
   A small cost model (vector multiply-adds) picks the kernels per direction.
 * GEMM, for many channels (``KH*KW*C >= 64`` and ``F >= 32``) when the kernels have no AVX-512:
   im2col of a chunk of samples into a reused buffer, one matrix product through numpy's BLAS,
@@ -131,18 +132,19 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=No
 
 
 def _forward_direct(x, w, b, stride, padding, dilation, y):
-    """Output channels in vector lanes, or pixels in lanes when that is cheaper (stride 1), or
-    expanded rows for one input channel."""
+    """Output channels in vector lanes, or pixels in lanes (stride 1), or expanded rows (few
+    channels, stride 1), whichever the cost model finds cheapest."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = y.shape
     (top, bottom, left, right) = padding
     L, taps = _lanes(x.dtype), KH * KW * C
-    if Ho >= EXPANDED_ROWS and _use_expanded(w.shape, Wo, stride, dilation, L):
+    channel = _cost_channel_lanes(Ho, Wo, taps, F, L)
+    pixel = _cost_pixel_lanes(Ho, W + left + right, taps, F, L) if stride == (1, 1) else channel
+    if (Ho >= EXPANDED_ROWS and _use_expanded(w.shape, Wo, stride, dilation, L)
+            and _cost_expanded(Ho, Wo, KH, KW * C, F, L) < min(channel, pixel)):
         return _forward_expanded(x, w, b, padding, y)
-    if stride[0] == stride[1] == 1 and _cost_pixel_lanes(
-        Ho, W + left + right, taps, F, L
-    ) < _cost_channel_lanes(Ho, Wo, taps, F, L):
+    if pixel < channel:
         bias = np.zeros(F, dtype=x.dtype) if b is None else b
         return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
                                 w, bias, y, dilation, get_num_threads())
@@ -168,21 +170,25 @@ def _backward_direct(dy, x, w, stride, padding, dilation, dx):
 
 def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order; output
-    channels in vector lanes, or pixels in lanes when that is cheaper (stride 1)."""
+    channels in vector lanes, or pixels in lanes (stride 1), or kernel-row spans (few input
+    channels), or expanded rows (few channels, stride 1), by the cost model."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
     top, bottom, left, right = padding
     L, pitch = _lanes(x.dtype), W + left + right
-    if _use_expanded(w.shape, Wo, stride, dilation, L):
-        return _weight_grad_expanded(dy, x, w, padding, nt)
     span = ((KW - 1) * dilation[1] + 1) * C
     channel_lanes = _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L)
-    if stride[0] == stride[1] == 1 and _cost_wgrad_pixel_lanes(
-        Ho, pitch, KH * KW, C, F, L
-    ) < channel_lanes:
+    planar = channel_lanes
+    if stride == (1, 1):
+        planar = _cost_wgrad_pixel_lanes(Ho, pitch, KH * KW, C, F, L)
+    spans = _cost_wgrad_spans(Ho, Wo, KH, span, F, L) if span >= L else channel_lanes
+    if (_use_expanded(w.shape, Wo, stride, dilation, L)
+            and _cost_wgrad_expanded(Ho, Wo, KH, KW * C, F, L) < min(channel_lanes, planar, spans)):
+        return _weight_grad_expanded(dy, x, w, padding, nt)
+    if planar < channel_lanes:
         return _weight_grad_planar(dy, x, w, padding, dilation, nt)
-    if span >= L and _cost_wgrad_spans(Ho, Wo, KH, span, F, L) <= channel_lanes:
+    if span >= L and spans <= channel_lanes:
         return _weight_grad_spans(dy, x, w, stride, padding, dilation, nt)
     Fp = _round_up(F, _lanes(x.dtype))
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
@@ -252,33 +258,39 @@ EXPANDED_ROWS = 8
 
 
 def _use_expanded(w_shape, Wo: int, stride, dilation, L: int) -> bool:
-    """The expanded-row kernels apply: one input channel, few output channels, stride and
-    dilation 1, kernel height at most 7 (src/_conv_simd_kernels.h)."""
+    """The expanded-row kernels apply: at most one vector of output channels, few input channels
+    (a vector's input pixels times C fit one vector), stride and dilation 1, kernel height at
+    most 7 (src/_conv_simd_kernels.h)."""
     KH, KW, C, F = w_shape
-    return (cnx_has_expanded() and C == 1 and F <= L and Wo * F >= L and KH <= 7
-            and stride == (1, 1) and dilation == (1, 1))
+    return (cnx_has_expanded() and F <= L and Wo * F >= L and KH <= 7
+            and stride == (1, 1) and dilation == (1, 1) and _vector_pixels(F, L) * C <= L)
 
 
-def _expanded_buffers(x, F: int, padding, nt):
-    """``(planes, pitch, E, ew)``: each thread's zero-bordered input plane (with the vector of
-    slack that the expansion reads) and expanded rows, ``ew`` apart."""
-    _, H, W, _ = x.shape
+@functools.lru_cache(maxsize=64)
+def _vector_pixels(F: int, L: int) -> int:
+    """Most output pixels that one vector of an output row's flat (pixel, channel) values
+    touches (vectors start at multiples of ``L``)."""
+    return max((t + L - 1) // F - t // F + 1 for t in range(0, F * L, L))
+
+
+def _bordered_buffers(x, padding, nt):
+    """``(padded, pitch)``: each thread's zero-bordered input sample, rows of ``pitch`` cells,
+    with the vector of slack that the expanded-row kernels read."""
+    _, H, W, C = x.shape
     top, bottom, left, right = padding
-    L, rows, pitch = _lanes(x.dtype), H + top + bottom, W + left + right
-    ew = _round_up(pitch * F, L)
-    planes = scratch("planes", (nt, rows * pitch + L), x.dtype, zero=True)
-    return planes, pitch, scratch("expanded", (nt, rows * ew), x.dtype), ew
+    rows, pitch = H + top + bottom, W + left + right
+    return scratch("padded", (nt, rows * pitch * C + _lanes(x.dtype)), x.dtype, zero=True), pitch
 
 
 def _forward_expanded(x, w, b, padding, y):
-    KH, KW, _, F = w.shape
+    KH, KW, C, F = w.shape
     L, nt = _lanes(x.dtype), get_num_threads()
-    wt = np.empty((F, KH * KW, L), dtype=x.dtype)
+    wt = np.empty((F, C * KH * KW, L), dtype=x.dtype)
     bt = np.empty((F, 1, L), dtype=x.dtype)
-    _by_residue(w.reshape(KH * KW, F), wt)
+    _by_residue(np.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(C * KH * KW, F), wt)
     _by_residue((np.zeros(F, dtype=x.dtype) if b is None else b).reshape(1, F), bt)
-    planes, pitch, E, ew = _expanded_buffers(x, F, padding, nt)
-    _expanded_conv(x, padding[0], padding[2], wt, bt.reshape(F, L), y, KH, planes, pitch, E, ew,
+    padded, pitch = _bordered_buffers(x, padding, nt)
+    _expanded_conv(x, padding[0], padding[2], wt, bt.reshape(F, L), y, KH, KW, padded, pitch,
                    nt)
     return y
 
@@ -286,17 +298,18 @@ def _forward_expanded(x, w, b, padding, y):
 def _weight_grad_expanded(dy, x, w, padding, nt):
     """``(dw, db)`` by expanded rows: per-chunk partial sums by residue, added in chunk order,
     then folded into channels."""
-    KH, KW, _, F = w.shape
+    KH, KW, C, F = w.shape
     L, chunks = _lanes(x.dtype), min(x.shape[0], WEIGHT_GRAD_CHUNKS)
-    planes, pitch, E, ew = _expanded_buffers(x, F, padding, nt)
-    dwacc = scratch("dwc", (chunks, F, KH, KW, L), x.dtype)
+    padded, pitch = _bordered_buffers(x, padding, nt)
+    dwacc = scratch("dwc", (chunks, F, C * KH * KW, L), x.dtype)
     dbacc = scratch("dbc", (chunks, F, L), x.dtype)
-    _expanded_weight_grad(x, padding[0], padding[2], dy, dwacc, dbacc, planes, pitch, E, ew, nt)
-    dw = np.zeros((KH * KW, F), dtype=x.dtype)
+    _expanded_weight_grad(x, padding[0], padding[2], dy, dwacc, dbacc, KH, KW, padded, pitch,
+                          nt)
+    dw = np.zeros((C * KH * KW, F), dtype=x.dtype)
     db = np.zeros((1, F), dtype=x.dtype)
-    _fold_residues(dwacc.sum(axis=0).reshape(F, KH * KW, L), dw)
+    _fold_residues(dwacc.sum(axis=0), dw)
     _fold_residues(dbacc.sum(axis=0).reshape(F, 1, L), db)
-    return dw.reshape(KH, KW, 1, F), db.reshape(F)
+    return np.ascontiguousarray(dw.reshape(C, KH, KW, F).transpose(1, 2, 0, 3)), db.reshape(F)
 
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
@@ -404,6 +417,19 @@ def _cost_wgrad_pixel_lanes(Ho, pitch, taps, C, F, L) -> int:
 
 def _cost_spans(H, Ho, Wo, KH, span, F, L) -> int:
     return Wo * -(-span // L) * (Ho * KH * F + 2 * H)
+
+
+# Expanded rows count their lane permutes too (they take the multiply-add ports): the forward
+# computes blocks of EXPANDED_ROWS rows, one permute per row and kernel column feeding up to KH
+# rows; the weight gradient one permute per row and column (measured to cost about half a
+# multiply-add there), and about 2 * KH vectors to set up and store per column.
+def _cost_expanded(Ho, Wo, KH, row_taps, F, L) -> int:
+    per_column = EXPANDED_ROWS * KH + EXPANDED_ROWS + KH - 1
+    return _round_up(Ho, EXPANDED_ROWS) * -(-Wo * F // L) * row_taps * per_column // EXPANDED_ROWS
+
+
+def _cost_wgrad_expanded(Ho, Wo, KH, row_taps, F, L) -> int:
+    return -(-Wo * F // L) * row_taps * (Ho * (2 * KH + 1) + 4 * KH) // 2
 
 
 def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):

@@ -72,23 +72,18 @@ cdef extern from "_conv_simd.h" nogil:
                                double** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
                                const double* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
     bint cnx_has_expanded()  # the expanded-row kernels below exist (AVX-512)
-    void cnx_expand_rows_f(const float* plane, ptrdiff_t pitch, ptrdiff_t rows, ptrdiff_t width,
-                           ptrdiff_t F, float* E, ptrdiff_t ew)
-    void cnx_expand_rows_d(const double* plane, ptrdiff_t pitch, ptrdiff_t rows,
-                           ptrdiff_t width, ptrdiff_t F, double* E, ptrdiff_t ew)
-    void cnx_expanded_conv_f(const float* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
-                             ptrdiff_t F, const float* wt, const float* bt, float* y,
-                             ptrdiff_t Ho, ptrdiff_t Wo)
-    void cnx_expanded_conv_d(const double* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
-                             ptrdiff_t F, const double* wt, const double* bt, double* y,
-                             ptrdiff_t Ho, ptrdiff_t Wo)
-    void cnx_expanded_weight_grad_f(const float* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
-                                    ptrdiff_t F, const float* dy, ptrdiff_t Ho, ptrdiff_t Wo,
-                                    float* dwacc, float* dbacc)
-    void cnx_expanded_weight_grad_d(const double* E, ptrdiff_t ew, ptrdiff_t KH, ptrdiff_t KW,
-                                    ptrdiff_t F, const double* dy, ptrdiff_t Ho, ptrdiff_t Wo,
-                                    double* dwacc, double* dbacc)
-
+    void cnx_expanded_conv_f(const float* x, ptrdiff_t row_step, ptrdiff_t C, ptrdiff_t KH,
+                             ptrdiff_t KW, ptrdiff_t F, const float* wt, const float* bt,
+                             float* y, ptrdiff_t Ho, ptrdiff_t Wo)
+    void cnx_expanded_conv_d(const double* x, ptrdiff_t row_step, ptrdiff_t C, ptrdiff_t KH,
+                             ptrdiff_t KW, ptrdiff_t F, const double* wt, const double* bt,
+                             double* y, ptrdiff_t Ho, ptrdiff_t Wo)
+    void cnx_expanded_weight_grad_f(const float* x, ptrdiff_t row_step, ptrdiff_t C,
+                                    ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t F, const float* dy,
+                                    ptrdiff_t Ho, ptrdiff_t Wo, float* dwacc, float* dbacc)
+    void cnx_expanded_weight_grad_d(const double* x, ptrdiff_t row_step, ptrdiff_t C,
+                                    ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t F, const double* dy,
+                                    ptrdiff_t Ho, ptrdiff_t Wo, double* dwacc, double* dbacc)
 
 cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
@@ -302,66 +297,63 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
                     d[j * Cout + c] = buf[c * PO + i * pitch + j] + bias[co + c]
 
 
-cdef inline void _expanded_sample(const floating[:, :, :, ::1] x, Py_ssize_t n, Py_ssize_t top,
-                                  Py_ssize_t left, floating* plane, Py_ssize_t rows,
-                                  Py_ssize_t pitch, Py_ssize_t F, floating* E,
-                                  Py_ssize_t ew) noexcept nogil:
-    """Sample ``n`` of ``x (N, H, W, 1)`` into the zero-bordered ``(rows, pitch)`` plane at
-    ``(top, left)``, then its rows expanded into ``E`` (see cnx_expand_rows)."""
-    _sample_to_planes(&x[n, 0, 0, 0], x.shape[1], x.shape[2], 1, plane, rows * pitch, rows, pitch,
-                      top, left, 1, 1)
-    if floating is float:
-        cnx_expand_rows_f(plane, pitch, rows, pitch, F, E, ew)
-    else:
-        cnx_expand_rows_d(plane, pitch, rows, pitch, F, E, ew)
+cdef inline floating* _bordered_sample(const floating[:, :, :, ::1] x, Py_ssize_t n,
+                                       Py_ssize_t top, Py_ssize_t left, floating* padded,
+                                       Py_ssize_t pitch) noexcept nogil:
+    """Sample ``n`` of ``x (N, H, W, C)`` copied into the zero-bordered rows of ``pitch`` cells of
+    ``padded`` at ``(top, left)``; returns ``padded``."""
+    cdef Py_ssize_t W = x.shape[2], C = x.shape[3], i
+    for i in range(x.shape[1]):
+        memcpy(padded + ((top + i) * pitch + left) * C, &x[n, i, 0, 0], W * C * sizeof(floating))
+    return padded
 
 
 def _expanded_conv(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
                    const floating[:, :, ::1] wt, const floating[:, ::1] bt,
-                   floating[:, :, :, ::1] y, Py_ssize_t KH, floating[:, ::1] planes,
-                   Py_ssize_t pitch, floating[:, ::1] E, Py_ssize_t ew, int nt):
-    """Convolution of a one-channel ``x (N, H, W, 1)`` into ``y (N, Ho, Wo, F)`` by expanded
-    rows, with weights ``wt (F, KH * KW, L)`` and bias ``bt (F, 1, L)`` by residue (see
-    :func:`_by_residue`); ``x`` and the buffers as for :func:`_expanded_weight_grad`. One task
-    per sample."""
-    cdef Py_ssize_t N = x.shape[0], KW = wt.shape[1] // KH
-    cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3], rows = Ho + KH - 1
-    cdef Py_ssize_t n, tid
+                   floating[:, :, :, ::1] y, Py_ssize_t KH, Py_ssize_t KW,
+                   floating[:, ::1] padded, Py_ssize_t pitch, int nt):
+    """Convolution of ``x (N, H, W, C)`` into ``y (N, Ho, Wo, F)`` by expanded rows, with weights
+    ``wt (F, C * KH * KW, L)`` and bias ``bt (F, L)`` by residue (see :func:`_by_residue`); ``x``
+    and ``padded`` as for :func:`_expanded_weight_grad`. One task per sample."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[3]
+    cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3]
+    cdef Py_ssize_t n
+    cdef floating* xb
     for n in prange(N, nogil=True, num_threads=nt, schedule="static"):
-        tid = omp_get_thread_num()
-        _expanded_sample(x, n, top, left, &planes[tid, 0], rows, pitch, F, &E[tid, 0], ew)
+        xb = _bordered_sample(x, n, top, left, &padded[omp_get_thread_num(), 0], pitch)
         if floating is float:
-            cnx_expanded_conv_f(&E[tid, 0], ew, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
+            cnx_expanded_conv_f(xb, pitch * C, C, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
                                 &y[n, 0, 0, 0], Ho, Wo)
         else:
-            cnx_expanded_conv_d(&E[tid, 0], ew, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
+            cnx_expanded_conv_d(xb, pitch * C, C, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
                                 &y[n, 0, 0, 0], Ho, Wo)
 
 
 def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
-                          const floating[:, :, :, ::1] dy, floating[:, :, :, :, ::1] dwacc,
-                          floating[:, :, ::1] dbacc, floating[:, ::1] planes, Py_ssize_t pitch,
-                          floating[:, ::1] E, Py_ssize_t ew, int nt):
-    """Per-chunk partial weight and bias gradients of a one-channel input by expanded rows, by
-    residue: ``dwacc[k] (F, KH, KW, L)`` and ``dbacc[k] (F, L)`` summed over chunk k of the batch
-    (each cleared by the task that fills it; see cnx_expanded_weight_grad). ``x (N, H, W, 1)`` is
-    padded by ``(top, left)`` into planes of ``pitch`` columns: each thread's plane
-    ``planes[thread]`` (zero borders) and expanded rows ``E[thread]`` (``ew`` apart)."""
-    cdef Py_ssize_t N = x.shape[0], K = dwacc.shape[0], KH = dwacc.shape[2], KW = dwacc.shape[3]
-    cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], rows = Ho + KH - 1
+                          const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dwacc,
+                          floating[:, :, ::1] dbacc, Py_ssize_t KH, Py_ssize_t KW,
+                          floating[:, ::1] padded, Py_ssize_t pitch, int nt):
+    """Per-chunk partial weight and bias gradients by expanded rows, by residue:
+    ``dwacc[k] (F, C * KH * KW, L)`` and ``dbacc[k] (F, L)`` summed over chunk k of the batch
+    (each cleared by the task that fills it; see cnx_expanded_weight_grad). Each sample of
+    ``x (N, H, W, C)`` is copied at ``(top, left)`` into its thread's zero-bordered
+    ``padded[thread]``: rows of ``pitch`` cells, and a vector of slack."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[3], K = dwacc.shape[0]
+    cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
     cdef Py_ssize_t k, n, tid
+    cdef floating* xb
     for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
         tid = omp_get_thread_num()
-        memset(&dwacc[k, 0, 0, 0, 0], 0, F * KH * KW * dwacc.shape[4] * sizeof(floating))
+        memset(&dwacc[k, 0, 0, 0], 0, F * dwacc.shape[2] * dwacc.shape[3] * sizeof(floating))
         memset(&dbacc[k, 0, 0], 0, F * dbacc.shape[2] * sizeof(floating))
         for n in range(k * N // K, (k + 1) * N // K):
-            _expanded_sample(x, n, top, left, &planes[tid, 0], rows, pitch, F, &E[tid, 0], ew)
+            xb = _bordered_sample(x, n, top, left, &padded[tid, 0], pitch)
             if floating is float:
-                cnx_expanded_weight_grad_f(&E[tid, 0], ew, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
-                                           &dwacc[k, 0, 0, 0, 0], &dbacc[k, 0, 0])
+                cnx_expanded_weight_grad_f(xb, pitch * C, C, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
+                                           &dwacc[k, 0, 0, 0], &dbacc[k, 0, 0])
             else:
-                cnx_expanded_weight_grad_d(&E[tid, 0], ew, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
-                                           &dwacc[k, 0, 0, 0, 0], &dbacc[k, 0, 0])
+                cnx_expanded_weight_grad_d(xb, pitch * C, C, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
+                                           &dwacc[k, 0, 0, 0], &dbacc[k, 0, 0])
 
 
 def _by_residue(const floating[:, ::1] v, floating[:, :, ::1] out):

@@ -29,13 +29,11 @@
                             ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);             \
         void (*planar_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t, \
                                    const T*, ptrdiff_t, ptrdiff_t, T*, T*);                     \
-        /* expanded rows (one input channel): NULL below AVX-512 */                             \
-        void (*expand_rows)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*,          \
-                            ptrdiff_t);                                                         \
-        void (*expanded_conv)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*,  \
-                              const T*, T*, ptrdiff_t, ptrdiff_t);                              \
+        /* expanded rows (few channels): NULL below AVX-512 */                                  \
+        void (*expanded_conv)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, \
+                              const T*, const T*, T*, ptrdiff_t, ptrdiff_t);                    \
         void (*expanded_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,     \
-                                     const T*, ptrdiff_t, ptrdiff_t, T*, T*);                   \
+                                     ptrdiff_t, const T*, ptrdiff_t, ptrdiff_t, T*, T*);        \
         int lanes;  /* elements per vector */                                                   \
         int vbytes; /* bytes per vector */                                                      \
         int rb;     /* register block: accumulator vectors of the channel-lane kernels */       \
@@ -66,13 +64,11 @@ CNX_SELECTOR(cnx_table, cnx)
 #define cnx_planar_conv_d(...) (cnx_d.planar_conv(__VA_ARGS__))
 #define cnx_planar_weight_grad_f(...) (cnx_f.planar_weight_grad(__VA_ARGS__))
 #define cnx_planar_weight_grad_d(...) (cnx_d.planar_weight_grad(__VA_ARGS__))
-#define cnx_expand_rows_f(...) (cnx_f.expand_rows(__VA_ARGS__))
-#define cnx_expand_rows_d(...) (cnx_d.expand_rows(__VA_ARGS__))
 #define cnx_expanded_conv_f(...) (cnx_f.expanded_conv(__VA_ARGS__))
 #define cnx_expanded_conv_d(...) (cnx_d.expanded_conv(__VA_ARGS__))
 #define cnx_expanded_weight_grad_f(...) (cnx_f.expanded_weight_grad(__VA_ARGS__))
 #define cnx_expanded_weight_grad_d(...) (cnx_d.expanded_weight_grad(__VA_ARGS__))
 /* Whether the selected kernels have the expanded-row path. */
-#define cnx_has_expanded() (cnx_f.expand_rows != NULL)
+#define cnx_has_expanded() (cnx_f.expanded_conv != NULL)
 
 #endif /* CNX_CONV_SIMD_H */

@@ -540,81 +540,86 @@ static void CNX_NAME(cnx_planar_conv)(const CNX_T* in, ptrdiff_t plane, ptrdiff_
 }
 
 #undef CNX_PFB
-/* Expanded rows: a single input channel and few output channels F (stride 1, dilation 1). Lanes
+/* Expanded rows: few input channels C and few output channels F (stride 1, dilation 1). Lanes
  * hold an output row's flat NHWC values t = j * F + f, so outputs and output gradients are used
- * as they lie (no channel planes). Input row r is expanded to E[r][t] = x[r][t / F] (each pixel
- * repeated F times); then y[i][t] = b[f] + sum_{kh, kw} E[i + kh][t + kw * F] * w[kh][kw][f] and
- * dw[kh][kw][f] sums E[i + kh][t + kw * F] * dy[i][t] over the rows i and the t with
- * t % F == f. A vector starting at t0 sees channels (t0 + l) % F in lane l: weights come as one
- * vector per residue p = t0 % F, wt[p][kh][kw][l] = w[kh][kw][(p + l) % F] (bt[p] for the
- * bias), and gradient sums are kept per residue and folded into channels by the caller.
- * Expansion takes run-time lane permutes, hence AVX-512 only. */
+ * as they lie (no channel planes). The input row r of channel c is used expanded,
+ * E_c[r][t] = x[r][t / F][c] (each pixel repeated F times), each vector of it permuted from one
+ * load of the zero-bordered NHWC input (a vector's pixels times C fit one vector); then
+ * y[i][t] = b[f] + sum_{c, kh, kw} E_c[i + kh][t + kw * F] * w[kh][kw][c][f] and dw[kh][kw][c][f]
+ * sums E_c[i + kh][t + kw * F] * dy[i][t] over the rows i and the t with t % F == f. A vector
+ * starting at t0 sees channels (t0 + l) % F in lane l: weights come as one vector per residue
+ * p = t0 % F, wt[p][c][kh][kw][l] = w[kh][kw][c][(p + l) % F] (bt[p] for the bias), and
+ * gradient sums are kept per residue and folded into channels by the caller. Run-time lane
+ * permutes, hence AVX-512 only. */
 #if CNX_VBYTES == 64
 
-/* E[r * ew + t] = plane[r * pitch + t / F] for the `rows` rows and t < width * F (whole vectors:
- * ew >= width * F rounded up to L); reads up to L values past a row's width. */
-static void CNX_NAME(cnx_expand_rows)(const CNX_T* plane, ptrdiff_t pitch, ptrdiff_t rows,
-                                      ptrdiff_t width, ptrdiff_t F, CNX_T* E, ptrdiff_t ew)
+/* The permute of the input vector that starts at pixel t0 / F, channel c into E_c from t0, for
+ * the residue p = t0 % F: lane l takes element ((p + l) / F) * C. */
+static inline CNX_M CNX_NAME(cnx_expand_index)(ptrdiff_t p, ptrdiff_t F, ptrdiff_t C)
 {
-    const ptrdiff_t nv = (width * F + CNX_L - 1) / CNX_L;
-    ptrdiff_t pixel = 0, rep = 0; /* t / F and t % F as t advances */
-    for (ptrdiff_t v = 0; v < nv; v++) {
-        const ptrdiff_t base = pixel;
-        CNX_M index;
-        for (ptrdiff_t l = 0; l < CNX_L; l++) {
-            index[l] = (CNX_I)(pixel - base);
-            if (++rep == F) {
-                rep = 0;
-                pixel++;
-            }
+    CNX_M index;
+    ptrdiff_t pixel = 0, rep = p;
+    for (ptrdiff_t l = 0; l < CNX_L; l++) {
+        index[l] = (CNX_I)(pixel * C);
+        if (++rep == F) {
+            rep = 0;
+            pixel++;
         }
-        for (ptrdiff_t r = 0; r < rows; r++)
-            CNX_NAME(cnx_store)(E + r * ew + v * CNX_L,
-                                __builtin_shuffle(CNX_NAME(cnx_load)(plane + r * pitch + base),
-                                                  index),
-                                CNX_L);
     }
+    return index;
 }
 
-/* Output rows i0 .. i0 + CNX_ROWS - 1 at flat offset t0: each loaded vector of E feeds up to KH
- * (a constant once inlined) rows. */
+/* E_c[r][t0 + kw * F ..] for x's row r starting at xr (rows row_step apart). */
+#define CNX_EXPANDED(xr, kw, index) \
+    __builtin_shuffle(CNX_NAME(cnx_load)((xr) + (kw) * C), (index))
+
+/* Output rows i0 .. i0 + CNX_ROWS - 1 at flat offset t0 (x0: the first row's pixel t0 / F): each
+ * expanded vector feeds up to KH (a constant once inlined) rows. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_block)(
-    const int KH, const CNX_T* E, ptrdiff_t ew, ptrdiff_t KW, ptrdiff_t F, const CNX_T* wt,
-    const CNX_T* bt, CNX_T* y, ptrdiff_t yrow, ptrdiff_t i0, ptrdiff_t t0)
+    const int KH, const CNX_T* x0, ptrdiff_t row_step, CNX_M index, ptrdiff_t C, ptrdiff_t KW,
+    const CNX_T* wt, const CNX_V bias, CNX_T* y, ptrdiff_t yrow)
 {
-    const ptrdiff_t p = t0 % F;
     CNX_V acc[CNX_ROWS];
     for (int r = 0; r < CNX_ROWS; r++)
-        acc[r] = CNX_NAME(cnx_load)(bt + p * CNX_L);
-    for (ptrdiff_t kw = 0; kw < KW; kw++) {
-        CNX_V xs[CNX_ROWS + CNX_MAX_KH - 1];
-        for (int u = 0; u < CNX_ROWS + KH - 1; u++)
-            xs[u] = CNX_NAME(cnx_load)(E + (i0 + u) * ew + t0 + kw * F);
-        for (int kh = 0; kh < KH; kh++) {
-            const CNX_V wv = CNX_NAME(cnx_load)(wt + ((p * KH + kh) * KW + kw) * CNX_L);
-            for (int r = 0; r < CNX_ROWS; r++)
-                acc[r] += xs[r + kh] * wv;
+        acc[r] = bias;
+    for (ptrdiff_t c = 0; c < C; c++, x0++) {
+        const CNX_T* wc = wt + c * KH * KW * CNX_L;
+        for (ptrdiff_t kw = 0; kw < KW; kw++) {
+            CNX_V xs[CNX_ROWS + CNX_MAX_KH - 1];
+            for (int u = 0; u < CNX_ROWS + KH - 1; u++)
+                xs[u] = CNX_EXPANDED(x0 + u * row_step, kw, index);
+            for (int kh = 0; kh < KH; kh++) {
+                const CNX_V wv = CNX_NAME(cnx_load)(wc + (kh * KW + kw) * CNX_L);
+                for (int r = 0; r < CNX_ROWS; r++)
+                    acc[r] += xs[r + kh] * wv;
+            }
         }
     }
     for (int r = 0; r < CNX_ROWS; r++)
-        CNX_NAME(cnx_store)(y + (i0 + r) * yrow + t0, acc[r], CNX_L);
+        CNX_NAME(cnx_store)(y + r * yrow, acc[r], CNX_L);
 }
 
-/* One sample: y (Ho, Wo * F values) from its expanded rows E (Ho + KH - 1 rows, ew apart).
- * Blocks of CNX_ROWS rows by one vector, the last of each moved back to end at row Ho and at
- * the row's end: needs Ho >= CNX_ROWS, Wo * F >= L and KH <= CNX_MAX_KH. */
-static void CNX_NAME(cnx_expanded_conv)(const CNX_T* E, ptrdiff_t ew, ptrdiff_t KH,
-                                        ptrdiff_t KW, ptrdiff_t F, const CNX_T* wt,
+/* One sample: y (Ho, Wo * F values) from its zero-bordered input x (Ho + KH - 1 rows of
+ * row_step values, (pixel, channel) interleaved, with a vector of slack at the end). Blocks of
+ * CNX_ROWS rows by one vector, the last of each moved back to end at row Ho and at the row's
+ * end: needs Ho >= CNX_ROWS, Wo * F >= L and KH <= CNX_MAX_KH. */
+static void CNX_NAME(cnx_expanded_conv)(const CNX_T* x, ptrdiff_t row_step, ptrdiff_t C,
+                                        ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t F, const CNX_T* wt,
                                         const CNX_T* bt, CNX_T* y, ptrdiff_t Ho, ptrdiff_t Wo)
 {
     const ptrdiff_t n = Wo * F;
-    for (ptrdiff_t i = 0; i < Ho; i += CNX_ROWS) {
-        const ptrdiff_t i0 = i + CNX_ROWS > Ho ? Ho - CNX_ROWS : i;
-        for (ptrdiff_t t = 0; t < n; t += CNX_L) {
-            const ptrdiff_t t0 = t + CNX_L > n ? n - CNX_L : t;
+    for (ptrdiff_t t = 0; t < n; t += CNX_L) {
+        const ptrdiff_t t0 = t + CNX_L > n ? n - CNX_L : t, p = t0 % F;
+        const CNX_M index = CNX_NAME(cnx_expand_index)(p, F, C);
+        const CNX_T* wp = wt + p * C * KH * KW * CNX_L;
+        const CNX_V bias = CNX_NAME(cnx_load)(bt + p * CNX_L);
+        for (ptrdiff_t i = 0; i < Ho; i += CNX_ROWS) {
+            const ptrdiff_t i0 = i + CNX_ROWS > Ho ? Ho - CNX_ROWS : i;
+            const CNX_T* x0 = x + i0 * row_step + (t0 / F) * C;
 #define CNX_EXPANDED_CASE(k)                                                                \
     case k:                                                                                 \
-        CNX_NAME(cnx_expanded_block)(k, E, ew, KW, F, wt, bt, y, n, i0, t0);                \
+        CNX_NAME(cnx_expanded_block)(k, x0, row_step, index, C, KW, wp, bias,               \
+                                     y + i0 * n + t0, n);                                   \
         break;
             CNX_SWITCH_KH(CNX_EXPANDED_CASE)
 #undef CNX_EXPANDED_CASE
@@ -622,24 +627,24 @@ static void CNX_NAME(cnx_expanded_conv)(const CNX_T* E, ptrdiff_t ew, ptrdiff_t 
     }
 }
 
-/* NK (1 or 2) tap columns from kw at flat offset t0 for one sample, added into
- * dwacc[p][kh][kw]: the sums over the Ho rows of E[i + kh][t0 + kw * F] * dy[i], lanes outside
- * `fresh` dropped from dy (the moved-back last vector). The KH vectors of E in use per column
- * form a ring (row r in slot r % KH): one new load per row, and with the rows unrolled by KH
- * every slot is a fixed register, so nothing is moved. Two columns give the multiply-adds enough
- * independent accumulators. With `sum`, the dy vectors are added there too (bias). */
+/* NK (1 or 2) tap columns from kw at flat offset t0 for one sample and one input channel (x0:
+ * its first row's pixel t0 / F), added into dw[kh * KW + kw] (vectors): the sums over the Ho
+ * rows of E[i + kh][t0 + kw * F] * dy[i], lanes outside `fresh` dropped from dy (the moved-back
+ * last vector). The KH expanded vectors in use per column form a ring (row r in slot r % KH):
+ * one new vector per row, and with the rows unrolled by KH every slot is a fixed register, so
+ * nothing is moved. Two columns give the multiply-adds enough independent accumulators. With
+ * `sum`, the dy vectors are added there too (bias). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_columns)(
-    const int KH, const int NK, const CNX_T* E, ptrdiff_t ew, ptrdiff_t KW, ptrdiff_t F,
-    const CNX_T* dy, ptrdiff_t Ho, ptrdiff_t n, ptrdiff_t t0, CNX_M fresh, ptrdiff_t kw,
-    CNX_T* dwacc, CNX_V* sum)
+    const int KH, const int NK, const CNX_T* x0, ptrdiff_t row_step, CNX_M index, ptrdiff_t C,
+    ptrdiff_t KW, const CNX_T* dy, ptrdiff_t Ho, ptrdiff_t n, CNX_M fresh, ptrdiff_t kw,
+    CNX_T* dw, CNX_V* sum)
 {
-    const ptrdiff_t p = t0 % F;
     CNX_V acc[2][CNX_MAX_KH], ring[2][CNX_MAX_KH], total = {0};
     for (int k = 0; k < NK; k++)
         for (int kh = 0; kh < KH; kh++) {
             acc[k][kh] = (CNX_V){0};
             if (kh + 1 < KH)
-                ring[k][kh] = CNX_NAME(cnx_load)(E + kh * ew + t0 + (kw + k) * F);
+                ring[k][kh] = CNX_EXPANDED(x0 + kh * row_step, kw + k, index);
         }
     for (ptrdiff_t i0 = 0; i0 < Ho; i0 += KH) {
 #pragma GCC unroll 8
@@ -647,11 +652,11 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_co
             const ptrdiff_t i = i0 + u;
             if (i >= Ho)
                 break;
-            const CNX_V d = (CNX_V)(fresh & (CNX_M)CNX_NAME(cnx_load)(dy + i * n + t0));
+            const CNX_V d = (CNX_V)(fresh & (CNX_M)CNX_NAME(cnx_load)(dy + i * n));
             total += d;
             for (int k = 0; k < NK; k++) {
                 ring[k][(u + KH - 1) % KH] =
-                    CNX_NAME(cnx_load)(E + (i + KH - 1) * ew + t0 + (kw + k) * F);
+                    CNX_EXPANDED(x0 + (i + KH - 1) * row_step, kw + k, index);
                 for (int kh = 0; kh < KH; kh++)
                     acc[k][kh] += ring[k][(u + kh) % KH] * d;
             }
@@ -661,18 +666,18 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_co
         *sum += total;
     for (int k = 0; k < NK; k++)
         for (int kh = 0; kh < KH; kh++) {
-            CNX_T* dst = dwacc + ((p * KH + kh) * KW + kw + k) * CNX_L;
+            CNX_T* dst = dw + (kh * KW + kw + k) * CNX_L;
             CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[k][kh], CNX_L);
         }
 }
 
-/* One sample's weight and bias gradients added into dwacc[p][kh][kw] and dbacc[p] (vectors of L
- * lanes by residue p) from E (Ho + KH - 1 rows, ew apart) and dy (Ho rows of Wo * F values).
- * Needs Wo * F >= L and KH <= CNX_MAX_KH. */
-static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* E, ptrdiff_t ew, ptrdiff_t KH,
-                                               ptrdiff_t KW, ptrdiff_t F, const CNX_T* dy,
-                                               ptrdiff_t Ho, ptrdiff_t Wo, CNX_T* dwacc,
-                                               CNX_T* dbacc)
+/* One sample's weight and bias gradients added into dwacc[p][c][kh][kw] and dbacc[p] (vectors of
+ * L lanes by residue p) from its zero-bordered input x (as for cnx_expanded_conv) and dy (Ho rows
+ * of Wo * F values). Needs Wo * F >= L and KH <= CNX_MAX_KH. */
+static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* x, ptrdiff_t row_step, ptrdiff_t C,
+                                               ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t F,
+                                               const CNX_T* dy, ptrdiff_t Ho, ptrdiff_t Wo,
+                                               CNX_T* dwacc, CNX_T* dbacc)
 {
     const ptrdiff_t n = Wo * F;
     for (ptrdiff_t t = 0; t < n; t += CNX_L) {
@@ -680,24 +685,31 @@ static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* E, ptrdiff_t ew, ptr
         CNX_M fresh;
         for (ptrdiff_t l = 0; l < CNX_L; l++)
             fresh[l] = t0 + l >= t ? -1 : 0;
+        const CNX_M index = CNX_NAME(cnx_expand_index)(p, F, C);
         CNX_V sum = {0};
-        for (ptrdiff_t kw = 0; kw < KW; kw += 2) {
-            CNX_V* bias = kw == 0 ? &sum : NULL;
+        for (ptrdiff_t c = 0; c < C; c++) {
+            const CNX_T* x0 = x + (t0 / F) * C + c;
+            CNX_T* dw = dwacc + (p * C + c) * KH * KW * CNX_L;
+            for (ptrdiff_t kw = 0; kw < KW; kw += 2) {
+                CNX_V* bias = kw == 0 && c == 0 ? &sum : NULL;
 #define CNX_EXPANDED_CASE(k)                                                                  \
     case k:                                                                                   \
         if (kw + 1 < KW)                                                                      \
-            CNX_NAME(cnx_expanded_wgrad_columns)(k, 2, E, ew, KW, F, dy, Ho, n, t0, fresh,    \
-                                                 kw, dwacc, bias);                            \
+            CNX_NAME(cnx_expanded_wgrad_columns)(k, 2, x0, row_step, index, C, KW, dy + t0,   \
+                                                 Ho, n, fresh, kw, dw, bias);                 \
         else                                                                                  \
-            CNX_NAME(cnx_expanded_wgrad_columns)(k, 1, E, ew, KW, F, dy, Ho, n, t0, fresh,    \
-                                                 kw, dwacc, bias);                            \
+            CNX_NAME(cnx_expanded_wgrad_columns)(k, 1, x0, row_step, index, C, KW, dy + t0,   \
+                                                 Ho, n, fresh, kw, dw, bias);                 \
         break;
-            CNX_SWITCH_KH(CNX_EXPANDED_CASE)
+                CNX_SWITCH_KH(CNX_EXPANDED_CASE)
 #undef CNX_EXPANDED_CASE
+            }
         }
         CNX_NAME(cnx_store)(dbacc + p * CNX_L, CNX_NAME(cnx_load)(dbacc + p * CNX_L) + sum, CNX_L);
     }
 }
+
+#undef CNX_EXPANDED
 #endif
 
 #undef CNX_ROWS
@@ -807,9 +819,9 @@ static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
 #if CNX_VBYTES == 64
-    CNX_NAME(cnx_expand_rows), CNX_NAME(cnx_expanded_conv), CNX_NAME(cnx_expanded_weight_grad),
+    CNX_NAME(cnx_expanded_conv), CNX_NAME(cnx_expanded_weight_grad),
 #else
-    NULL, NULL, NULL,
+    NULL, NULL,
 #endif
     (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB, CNX_NAME(cnx_block_items),
 };
