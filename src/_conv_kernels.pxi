@@ -85,6 +85,7 @@ cdef extern from "_conv_simd.h" nogil:
                                     ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t F, const double* dy,
                                     ptrdiff_t Ho, ptrdiff_t Wo, double* dwacc, double* dbacc)
 
+
 cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 

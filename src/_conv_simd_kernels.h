@@ -368,11 +368,11 @@ CNX_IG_PASS(cnx_input_grad_part, CNX_IG_ROWS)
  * for s in [0, span), where s runs over one kernel row's span of input cells and channels and
  * dy_rows[r * nk + j] (Wo, F) is the output-gradient row that reaches row r through kernel row
  * khs[j]. wt: (KH, F, Sp), Sp >= span a multiple of L. A whole register block of rows goes in one
- * pass, fewer in passes of CNX_IG_ROWS rows, so dy_rows holds pointers for nr rounded up to
- * that (rows past nr are computed, not stored). Every dx row needs Sp elements of slack past
- * (Wo - 1) * pix + span (zeros are added there, also for a NaN or infinite dy). The span goes
- * two vectors at a time (one for an odd last vector); each dx vector is read and written once
- * per pixel, after all its kernel rows and channels. */
+ * pass, fewer in passes of CNX_IG_ROWS rows, so dy_rows holds pointers for nr rounded up to a
+ * multiple of CNX_IG_ROWS (rows past nr are computed, not stored). Every dx row needs Sp
+ * elements of slack past (Wo - 1) * pix + span (zeros are added there, also for a NaN or
+ * infinite dy). The span goes two vectors at a time (one for an odd last vector); each dx vector
+ * is read and written once per pixel, after all its kernel rows and channels. */
 static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, ptrdiff_t nk,
                                           const ptrdiff_t* khs, CNX_T* const* dx_rows,
                                           ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
@@ -396,7 +396,6 @@ static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, ptrdiff_t
 }
 
 #undef CNX_IG_ROWS
-#undef CNX_SWITCH_RB
 
 /* Planar convolution: output channels per block. Each loaded vector of input pixels feeds
  * CNX_PFB multiply-adds; CNX_QB x CNX_PFB accumulators + CNX_PFB weights + 1 input fit the
@@ -569,9 +568,8 @@ static inline CNX_M CNX_NAME(cnx_expand_index)(ptrdiff_t p, ptrdiff_t F, ptrdiff
     return index;
 }
 
-/* E_c[r][t0 + kw * F ..] for x's row r starting at xr (rows row_step apart). */
-#define CNX_EXPANDED(xr, kw, index) \
-    __builtin_shuffle(CNX_NAME(cnx_load)((xr) + (kw) * C), (index))
+/* The vector of E_c whose input pixels start at `src` (pixel, channel c), permuted by `index`. */
+#define CNX_EXPANDED(src, index) __builtin_shuffle(CNX_NAME(cnx_load)(src), (index))
 
 /* Output rows i0 .. i0 + CNX_ROWS - 1 at flat offset t0 (x0: the first row's pixel t0 / F): each
  * expanded vector feeds up to KH (a constant once inlined) rows. */
@@ -587,7 +585,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_block)(
         for (ptrdiff_t kw = 0; kw < KW; kw++) {
             CNX_V xs[CNX_ROWS + CNX_MAX_KH - 1];
             for (int u = 0; u < CNX_ROWS + KH - 1; u++)
-                xs[u] = CNX_EXPANDED(x0 + u * row_step, kw, index);
+                xs[u] = CNX_EXPANDED(x0 + u * row_step + kw * C, index);
             for (int kh = 0; kh < KH; kh++) {
                 const CNX_V wv = CNX_NAME(cnx_load)(wc + (kh * KW + kw) * CNX_L);
                 for (int r = 0; r < CNX_ROWS; r++)
@@ -644,7 +642,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_co
         for (int kh = 0; kh < KH; kh++) {
             acc[k][kh] = (CNX_V){0};
             if (kh + 1 < KH)
-                ring[k][kh] = CNX_EXPANDED(x0 + kh * row_step, kw + k, index);
+                ring[k][kh] = CNX_EXPANDED(x0 + kh * row_step + (kw + k) * C, index);
         }
     for (ptrdiff_t i0 = 0; i0 < Ho; i0 += KH) {
 #pragma GCC unroll 8
@@ -656,7 +654,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_co
             total += d;
             for (int k = 0; k < NK; k++) {
                 ring[k][(u + KH - 1) % KH] =
-                    CNX_EXPANDED(x0 + (i + KH - 1) * row_step, kw + k, index);
+                    CNX_EXPANDED(x0 + (i + KH - 1) * row_step + (kw + k) * C, index);
                 for (int kh = 0; kh < KH; kh++)
                     acc[k][kh] += ring[k][(u + kh) % KH] * d;
             }
