@@ -20,7 +20,7 @@ from . import optimizers as optimizers_mod
 from ._config import get_num_threads, single_threaded_blas
 from .backend import BACKENDS, resolve
 from .callbacks import Callback, History
-from .layers import ActivatedLayer, Layer, Pool2D, get_layer_class
+from .layers import ActivatedLayer, Conv2D, Layer, Pool2D, get_layer_class
 from .training import DeferInterrupt, run_epochs, split_validation
 
 DTYPES = ("float32", "float64")
@@ -313,7 +313,8 @@ class Sequential:
         )
 
     def _forward(self, x: np.ndarray, training: bool, last_activation: bool = True) -> np.ndarray:
-        """The model output (``last_activation=False``: the last layer's pre-activation)."""
+        """The model output (``last_activation=False``: the last layer's pre-activation). In
+        inference, convolutions apply their ReLU (when not fused into a pooling) themselves."""
         pairs = self._relu_pool_pairs()
         last = len(self.layers) - 1
         with self._blas_policy():
@@ -322,6 +323,9 @@ class Sequential:
                     x = layer.forward_preactivation(x, training)
                 elif i - 1 in pairs:  # the pooling that takes over layer i - 1's ReLU
                     x = layer.forward(x, training, relu=True)
+                elif not training and isinstance(layer, Conv2D) and \
+                        type(layer.activation) is activations.ReLU:
+                    x = layer.forward_fused_relu(x)
                 else:
                     x = layer.forward(x, training)
         return x

@@ -196,15 +196,19 @@ def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     return stride, pad, dilation, (x_shape[0], *out_hw, w_shape[3])
 
 
+def _check_relu(op: str, relu) -> bool:
+    if not isinstance(relu, (bool, np.bool_)):
+        raise TypeError(f"{op}: relu must be a bool; received relu={relu!r}")
+    return bool(relu)
+
+
 def _pool_geometry(op: str, x_shape, size, stride, padding, mode, relu=False):
     """Validate pooling arguments; return normalised
     ``(size, stride, padding4, (N, Ho, Wo, C))``."""
     _nonempty(op, "x", x_shape, 1)
     if mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be 'max', 'min' or 'avg'; received mode={mode!r}")
-    if not isinstance(relu, (bool, np.bool_)):
-        raise TypeError(f"{op}: relu must be a bool; received relu={relu!r}")
-    if relu and mode == "avg":
+    if _check_relu(op, relu) and mode == "avg":
         raise ValueError(f"{op}: relu=True needs mode 'max' or 'min' (it commutes with them); "
                          "received mode='avg'")
     size = _pair(op, size, "size")
@@ -233,13 +237,17 @@ def conv2d(
     dilation: int | Pair = 1,
     backend: str | None = None,
     out: np.ndarray | None = None,
+    relu: bool = False,
 ) -> np.ndarray:
     """2-D cross-correlation (what deep-learning libraries call convolution) with zero padding.
 
     ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, optional ``b (F,)``; returns ``y (N, Ho, Wo, F)``
     with ``y[n, i, j, f] = b[f] + sum x_pad[n, i*sh + kh*dh, j*sw + kw*dw, c] * w[kh, kw, c, f]``.
+    ``relu=True`` returns ``relu(y)``, equal to :func:`relu` of the plain result, with the ReLU
+    applied to each part of ``y`` while it is still in cache (for inference).
     """
     kernels = _backend.resolve(backend)
+    relu = _check_relu("conv2d", relu)
     x = _array("conv2d", "x", x, 4)
     w = _array("conv2d", "w", w, 4)
     geometry = _conv_geometry("conv2d", x.shape, w.shape, stride, padding, dilation)
@@ -256,7 +264,7 @@ def conv2d(
     _check_memory("conv2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
         return into(out, np.zeros(y_shape, dtype=x.dtype))
-    return kernels.conv2d_forward(x, w, b, stride, pad, dilation, out)
+    return kernels.conv2d_forward(x, w, b, stride, pad, dilation, out, relu)
 
 
 def conv2d_backward(

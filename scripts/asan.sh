@@ -40,6 +40,7 @@ if [ "$#" -eq 0 ]; then
         "tests/test_optimizers.py::test_compiled_updates_equal_the_twin_bit_for_bit" \
         "tests/test_ops_twin.py::test_softmax_cross_entropy_matches_numpy" \
         "tests/test_ops_twin.py::test_small_channel_conv_of_any_batch_size_matches_numpy" \
+        "tests/test_ops_twin.py::test_conv2d_relu_is_relu_of_conv2d_bit_for_bit" \
         tests/test_conv_expanded.py
 fi
 mkdir -p "$work/asan-logs"

@@ -110,15 +110,15 @@ def _padded_input(x, padding, windows, KW, sw, dw, nt) -> np.ndarray:
     return xpad
 
 
-def conv2d_forward(x, w, b, stride, padding, dilation, out=None):
+def conv2d_forward(x, w, b, stride, padding, dilation, out=None, relu=False):
     """``y (N, Ho, Wo, F)`` with ``y[n, i, j, f] = b[f] + sum_{kh, kw, c}
     x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] * w[kh, kw, c, f]`` (written into ``out`` when
-    given)."""
+    given); ``relu``: ``max(y, 0)``, applied to each part of ``y`` as soon as it is computed."""
     Ho, Wo = _output_hw(x.shape, w.shape, stride, padding, dilation)
     y = output(out, (x.shape[0], Ho, Wo, w.shape[3]), x.dtype)
     if _use_gemm(w.shape):
-        return _forward_gemm(x, w, b, stride, padding, dilation, y)
-    return _forward_direct(x, w, b, stride, padding, dilation, y)
+        return _forward_gemm(x, w, b, stride, padding, dilation, y, relu)
+    return _forward_direct(x, w, b, stride, padding, dilation, y, relu)
 
 
 def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=None):
@@ -131,7 +131,7 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=No
     return _backward_direct(dy, x, w, stride, padding, dilation, dx)
 
 
-def _forward_direct(x, w, b, stride, padding, dilation, y):
+def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
     """Output channels in vector lanes, or pixels in lanes (stride 1), or expanded rows (few
     channels, stride 1), whichever the cost model finds cheapest."""
     N, H, W, C = x.shape
@@ -143,11 +143,11 @@ def _forward_direct(x, w, b, stride, padding, dilation, y):
     pixel = _cost_pixel_lanes(Ho, W + left + right, taps, F, L) if stride == (1, 1) else channel
     if (Ho >= EXPANDED_ROWS and _use_expanded(w.shape, Wo, stride, dilation, L)
             and _cost_expanded(Ho, Wo, KH, KW * C, F, L) < min(channel, pixel)):
-        return _forward_expanded(x, w, b, padding, y)
+        return _forward_expanded(x, w, b, padding, y, relu)
     if pixel < channel:
         bias = np.zeros(F, dtype=x.dtype) if b is None else b
         return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
-                                w, bias, y, dilation, get_num_threads())
+                                w, bias, y, dilation, relu, get_num_threads())
     Fp = _round_up(F, L)
     nt = get_num_threads()
     xpad = _padded_input(x, padding, _block_windows(Wo, Fp, L), KW, stride[1], dilation[1], nt)
@@ -155,7 +155,7 @@ def _forward_direct(x, w, b, stride, padding, dilation, y):
     if b is not None:
         bias[:F] = b
     _direct_conv(xpad, _pad_channels(w, Fp), bias, _tap_offsets(KW, C, dilation[1]), y,
-                 stride[0], stride[1], dilation[0], nt)
+                 stride[0], stride[1], dilation[0], relu, nt)
     return y
 
 
@@ -282,7 +282,7 @@ def _bordered_buffers(x, padding, nt):
     return scratch("padded", (nt, rows * pitch * C + _lanes(x.dtype)), x.dtype, zero=True), pitch
 
 
-def _forward_expanded(x, w, b, padding, y):
+def _forward_expanded(x, w, b, padding, y, relu=False):
     KH, KW, C, F = w.shape
     L, nt = _lanes(x.dtype), get_num_threads()
     wt = np.empty((F, C * KH * KW, L), dtype=x.dtype)
@@ -291,7 +291,7 @@ def _forward_expanded(x, w, b, padding, y):
     _by_residue((np.zeros(F, dtype=x.dtype) if b is None else b).reshape(1, F), bt)
     padded, pitch = _bordered_buffers(x, padding, nt)
     _expanded_conv(x, padding[0], padding[2], wt, bt.reshape(F, L), y, KH, KW, padded, pitch,
-                   nt)
+                   relu, nt)
     return y
 
 
@@ -338,7 +338,7 @@ def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
     w_flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
     return _conv_via_planes(dy, ((KH - 1) * dh - top, (KW - 1) * dw - left), stride,
                             (H + (KH - 1) * dh, W + (KW - 1) * dw), w_flipped,
-                            np.zeros(C, dtype=x.dtype), dx, dilation, nt)
+                            np.zeros(C, dtype=x.dtype), dx, dilation, False, nt)
 
 
 def _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt):
@@ -432,13 +432,14 @@ def _cost_wgrad_expanded(Ho, Wo, KH, row_taps, F, L) -> int:
     return -(-Wo * F // L) * row_taps * (Ho * (2 * KH + 1) + 4 * KH) // 2
 
 
-def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):
+def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, relu, nt):
     """Stride-1 convolution computed with pixels in vector lanes (few output channels).
 
     ``src (N, A, B, Cin)`` goes into zeroed channel planes of ``plane_hw`` cells, cell
     ``(i, j)`` at ``origin + (i, j) * spread`` (padding, or zero-interleaving for a transposed
     convolution); the planes are convolved with ``w (KH, KW, Cin, Cout)`` at ``dilation`` and
-    ``bias (Cout,)`` is added, giving ``y (N, Ho, Wo, Cout)`` (returned).
+    ``bias (Cout,)`` is added (then ReLU with ``relu``), giving ``y (N, Ho, Wo, Cout)``
+    (returned).
     """
     N, Ho, Wo, _ = y.shape
     KH, KW, Cin, Cout = w.shape
@@ -451,7 +452,7 @@ def _conv_via_planes(src, origin, spread, plane_hw, w, bias, y, dilation, nt):
     out = scratch("planes_out", (nt, PLANAR_GROUP, nq), src.dtype)
     _planar_conv(src, rows, pitch, origin[0], origin[1], spread[0], spread[1], qoff,
                  w.reshape(KH * KW, Cin, Cout), bias, y, KH, dh, dw, planes,
-                 np.full(nt, -1, dtype=np.intp), out, nt)
+                 np.full(nt, -1, dtype=np.intp), out, relu, nt)
     return y
 
 
@@ -460,7 +461,7 @@ def _gemm_chunk(N, Ho, Wo, K) -> int:
     return max(1, min(N, GEMM_TILE_ELEMENTS // (Ho * Wo * K)))
 
 
-def _forward_gemm(x, w, b, stride, padding, dilation, y):
+def _forward_gemm(x, w, b, stride, padding, dilation, y, relu):
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = y.shape
@@ -479,6 +480,8 @@ def _forward_gemm(x, w, b, stride, padding, dilation, y):
         np.matmul(cols[: (n1 - n0) * P], w2d, out=y2d[n0 * P : n1 * P])
     if b is not None:
         y2d += b
+    if relu:
+        np.maximum(y2d, 0, out=y2d)
     return y
 
 

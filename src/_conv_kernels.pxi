@@ -90,6 +90,13 @@ cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
 
+cdef inline void _relu_in_place(floating* v, Py_ssize_t n) noexcept nogil:
+    """``v[:n] = max(v[:n], 0)`` as the ReLU op computes it (a NaN stays, -0.0 becomes 0.0)."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        v[i] = 0 if v[i] <= 0 else v[i]
+
+
 # output channels per task of the planar convolution: each input vector it loads feeds them all
 cdef enum:
     PLANAR_GROUP = 8
@@ -171,10 +178,11 @@ cdef inline void _planar_weight_grad_sample(const floating* inp, Py_ssize_t plan
 
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
                  const floating[::1] bias, const Py_ssize_t[::1] toff,
-                 floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
+                 floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                 bint relu, int nt):
     """``y (N, Ho, Wo, F)`` = convolution of the padded input ``xpad (N, Hp, Wp, C)`` with
-    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)``; one task per output row. ``xpad`` must hold
-    whole register blocks of windows along each row."""
+    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)`` (then ReLU with ``relu``); one task per output
+    row. ``xpad`` must hold whole register blocks of windows along each row."""
     cdef Py_ssize_t N = y.shape[0], Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3]
     cdef Py_ssize_t Wp = xpad.shape[2], C = xpad.shape[3]
     cdef Py_ssize_t KH = wpk.shape[0], ntaps = wpk.shape[1] * wpk.shape[2], Fp = wpk.shape[3]
@@ -186,6 +194,8 @@ def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1]
         oh = item % Ho
         _direct_row(&xpad[n, oh * sh, 0, 0], dh * Wp * C, KH, sw * C, &toff[0], ntaps,
                     &wpk[0, 0, 0, 0], Fp, &bias[0], &y[n, oh, 0, 0], Wo, F)
+        if relu:
+            _relu_in_place(&y[n, oh, 0, 0], Wo * F)
 
 
 cdef inline void _bias_grad(const floating* dy, Py_ssize_t npix, Py_ssize_t F,
@@ -260,11 +270,12 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
                  const Py_ssize_t[::1] qoff, const floating[:, :, ::1] w,
                  const floating[::1] bias, floating[:, :, :, ::1] y, Py_ssize_t KH, Py_ssize_t dh,
                  Py_ssize_t dw, floating[:, :, ::1] planes, Py_ssize_t[::1] loaded,
-                 floating[:, :, ::1] out, int nt):
+                 floating[:, :, ::1] out, bint relu, int nt):
     """Stride-1 convolution with pixels in vector lanes: ``src (N, A, B, Cin)`` placed in channel
     planes of ``(rows, pitch)`` cells (as by :func:`_sample_to_planes`), convolved with
     ``w (T, Cin, Cout)`` at the tap offsets ``qoff (T,)`` (``T = KH * KW`` taps ``(kh, kw)`` at
-    ``kh * dh * pitch + kw * dw``), plus ``bias (Cout,)``, into ``y (N, Ho, Wo, Cout)``.
+    ``kh * dh * pitch + kw * dw``), plus ``bias (Cout,)`` (then ReLU with ``relu``), into
+    ``y (N, Ho, Wo, Cout)``.
     One task per (sample, group of up to PLANAR_GROUP output channels). Each thread places its
     sample in its planes ``planes[thread] (Cin, PL)`` (zeroed by the caller; ``loaded[thread]``
     is the sample they hold, -1 at first), and the group's output planes go to its buffer
@@ -296,6 +307,9 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
             for c in range(nco):  # contiguous reads along each plane row
                 for j in range(Wo):
                     d[j * Cout + c] = buf[c * PO + i * pitch + j] + bias[co + c]
+        if relu:
+            for i in range(Ho):
+                _relu_in_place(&y[n, i, 0, 0], Wo * Cout)
 
 
 cdef inline floating* _bordered_sample(const floating[:, :, :, ::1] x, Py_ssize_t n,
@@ -312,10 +326,11 @@ cdef inline floating* _bordered_sample(const floating[:, :, :, ::1] x, Py_ssize_
 def _expanded_conv(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
                    const floating[:, :, ::1] wt, const floating[:, ::1] bt,
                    floating[:, :, :, ::1] y, Py_ssize_t KH, Py_ssize_t KW,
-                   floating[:, ::1] padded, Py_ssize_t pitch, int nt):
+                   floating[:, ::1] padded, Py_ssize_t pitch, bint relu, int nt):
     """Convolution of ``x (N, H, W, C)`` into ``y (N, Ho, Wo, F)`` by expanded rows, with weights
-    ``wt (F, C * KH * KW, L)`` and bias ``bt (F, L)`` by residue (see :func:`_by_residue`); ``x``
-    and ``padded`` as for :func:`_expanded_weight_grad`. One task per sample."""
+    ``wt (F, C * KH * KW, L)`` and bias ``bt (F, L)`` by residue (see :func:`_by_residue`), then
+    ReLU with ``relu``; ``x`` and ``padded`` as for :func:`_expanded_weight_grad`. One task per
+    sample."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[3]
     cdef Py_ssize_t Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3]
     cdef Py_ssize_t n
@@ -328,6 +343,8 @@ def _expanded_conv(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t le
         else:
             cnx_expanded_conv_d(xb, pitch * C, C, KH, KW, F, &wt[0, 0, 0], &bt[0, 0],
                                 &y[n, 0, 0, 0], Ho, Wo)
+        if relu:
+            _relu_in_place(&y[n, 0, 0, 0], Ho * Wo * F)
 
 
 def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,

@@ -66,3 +66,34 @@ def test_layers_called_directly_still_apply_their_activation():
     model.predict(x)
     assert model.layers[0](x).min() >= 0
     np.testing.assert_array_equal(model.layers[0](x), np.maximum(model.layers[0].preactivation, 0))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_inference_applies_a_convolutions_relu_inside_it(backend_name, dtype):
+    """predict and evaluate take the ReLU of a convolution that no pooling follows from the
+    convolution itself: the outputs equal the layers' own forward passes bit for bit."""
+    model = Sequential(seed=2, dtype=dtype, backend=backend_name, layers=[
+        layers.Conv2D(4, 3, activation="relu", input_shape=(14, 14, 1)),  # expanded rows
+        layers.Conv2D(8, 3, activation="relu"),  # few channels
+        layers.Conv2D(20, 3, padding="same", activation="relu"),  # channel lanes
+        layers.Flatten(),
+        layers.Dense(3, activation="softmax"),
+    ])
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    x = RNG.standard_normal((5, 14, 14, 1)).astype(dtype)
+    out = model.predict(x)
+    assert all(layer.preactivation is None for layer in model.layers[:3])  # the fused path ran
+    want = x
+    for layer in model.layers:
+        want = layer.forward(want)
+    np.testing.assert_array_equal(out, want)
+    assert all(layer.preactivation is not None for layer in model.layers[:3])
+    model.train_on_batch(x, np.arange(5) % 3)  # training keeps the pre-activations again
+    assert model.layers[0].preactivation is not None
+
+
+def test_fused_relu_forward_needs_a_relu_layer():
+    layer = layers.Conv2D(2, 3, activation="tanh")
+    layer(np.zeros((1, 5, 5, 1), dtype=np.float32))
+    with pytest.raises(ValueError, match="needs a ReLU activation"):
+        layer.forward_fused_relu(np.zeros((1, 5, 5, 1), dtype=np.float32))

@@ -486,3 +486,41 @@ def test_small_channel_conv_of_any_batch_size_matches_numpy(
     assert_twins_close(got[0], want[0], terms=kernel[0] * kernel[1] * F)
     assert_twins_close(got[1], want[1], terms=terms)
     assert_twins_close(got[2], want[2], terms=terms)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs",
+    [
+        ((3, 14, 14, 1), (3, 3, 1, 4), {}),  # expanded rows
+        ((2, 12, 12, 4), (3, 3, 4, 8), {"padding": 1}),  # expanded rows, few channels
+        ((2, 14, 14, 6), (5, 5, 6, 16), {}),  # channel lanes
+        ((2, 9, 30, 2), (3, 3, 2, 1), {"padding": "same"}),  # pixel lanes
+        ((2, 11, 10, 3), (3, 2, 3, 5), {"stride": 2, "dilation": (1, 2)}),
+        ((2, 8, 8, 16), (3, 3, 16, 40), {"padding": 1}),  # many channels (GEMM below AVX-512)
+    ],
+)
+def test_conv2d_relu_is_relu_of_conv2d_bit_for_bit(backend_name, x_shape, w_shape, kwargs):
+    """``conv2d(..., relu=True)`` equals ``relu(conv2d(...))`` exactly on every kernel path (the
+    compiled ones also at the AVX2 level), NaN kept and no -0.0."""
+    rng = np.random.default_rng(11)
+    x = random_values(rng, x_shape, np.float32)
+    x[0, 2, 2, 0] = np.nan  # reaches a few outputs of sample 0
+    w = random_values(rng, w_shape, np.float32)
+    b = random_values(rng, w_shape[3:], np.float32)
+    levels = [None]
+    if backend_name == "cython":
+        from cnnext._ext import _conv2d
+
+        levels.append("avx2")
+    for level in levels:
+        previous = _conv2d.simd_level() if level else None
+        if level:
+            _conv2d.set_simd_level(level)
+        try:
+            got = ops.conv2d(x, w, b, **kwargs, backend=backend_name, relu=True)
+            plain = ops.conv2d(x, w, b, **kwargs, backend=backend_name)
+        finally:
+            if level:
+                _conv2d.set_simd_level(previous)
+        np.testing.assert_array_equal(got, ops.relu(plain, backend=backend_name))
+        assert np.isnan(got).any() and (got == 0).any() and not np.signbit(got[got == 0]).any()

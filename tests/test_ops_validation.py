@@ -114,13 +114,15 @@ def test_dense_accepts_any_layout_dtype_and_an_empty_batch(backend_name):
     assert dx.shape == (0, 6) and not dw.any() and dw.shape == (6, 5) and db.shape == (5,)
 
 
-def test_pool_relu_needs_max_or_min_and_a_bool():
+def test_fused_relu_is_a_bool_and_pools_only_by_max_or_min():
     with raises(ValueError, "pool2d: relu=True needs mode 'max' or 'min'", "mode='avg'"):
         ops.pool2d(X, 2, mode="avg", relu=True)
     with raises(ValueError, "pool2d_backward: relu=True needs mode"):
         ops.pool2d_backward(np.zeros((2, 4, 4, 3)), X, 2, mode="avg", relu=True)
     with raises(TypeError, "pool2d: relu must be a bool", "relu='yes'"):
         ops.pool2d(X, 2, relu="yes")
+    with raises(TypeError, "conv2d: relu must be a bool", "relu=1"):
+        ops.conv2d(X, np.zeros((3, 3, 3, 2)), relu=1)
 
 
 def test_channel_mismatch_names_both_shapes():

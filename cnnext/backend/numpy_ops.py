@@ -59,16 +59,16 @@ def _tap(x_padded: np.ndarray, i: int, j: int, stride: Pair, dilation: Pair, out
 
 
 def conv2d_forward(x, w, b, stride: Pair, padding: Padding4, dilation: Pair,
-                   out=None) -> np.ndarray:
+                   out=None, relu: bool = False) -> np.ndarray:
     """``y[n, i, j, f] = b[f] + sum_{kh, kw, c} x_padded[n, i*sh + kh*dh, j*sw + kw*dw, c] *
-    w[kh, kw, c, f]`` with zero padding; ``y (N, Ho, Wo, F)``."""
+    w[kh, kw, c, f]`` with zero padding; ``y (N, Ho, Wo, F)``; ``relu``: ``max(y, 0)``."""
     kernel_hw = w.shape[:2]
     out_hw = conv_output_hw(x.shape[1:3], kernel_hw, stride, padding, dilation)
     windows = _windows(_pad(x, padding), kernel_hw, stride, dilation, out_hw)
     y = np.tensordot(windows, w, axes=([4, 5, 3], [0, 1, 2]))  # (N, Ho, Wo, F)
     if b is not None:
         y += b
-    return into(out, y)
+    return into(out, np.maximum(y, 0) if relu else y)
 
 
 def conv2d_backward(dy, x, w, stride: Pair, padding: Padding4, dilation: Pair,

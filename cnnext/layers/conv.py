@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .. import initializers
+from .. import activations, initializers
 from ..backend import resolve
 from ..shapes import (
     check_padding,
@@ -76,12 +76,26 @@ class Conv2D(ActivatedLayer):
             init = initializers.get(self.bias_initializer)
             self.params["bias"] = init((self.filters,), rng, self.dtype)
 
+    def forward_fused_relu(self, x: np.ndarray) -> np.ndarray:
+        """Inference forward pass of a layer whose activation is ReLU, the ReLU applied inside the
+        convolution: the values of :meth:`forward` without a second pass over the output. Keeps
+        no pre-activation (``preactivation`` is None), so :meth:`backward` cannot follow."""
+        if type(self.activation) is not activations.ReLU:
+            raise self._error(f"forward_fused_relu needs a ReLU activation, not "
+                              f"{self.activation.name!r}")
+        self.preactivation = self._output = None
+        return self._convolve(x, "y", relu=True)
+
     def affine_forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self._convolve(x, "z", relu=False)
+
+    def _convolve(self, x: np.ndarray, name: str, relu: bool) -> np.ndarray:
+        """The convolution of ``x`` (ReLU applied with ``relu``) into workspace array ``name``."""
         self._x = x
-        z = self.buffer("z", (x.shape[0], *self.output_shape), x.dtype)
+        out = self.buffer(name, (x.shape[0], *self.output_shape), x.dtype)
         return resolve(self.backend).conv2d_forward(
             x, self.params["kernel"], self.params.get("bias"), self._kernel_strides, self.pads,
-            self.dilation_rate, z,
+            self.dilation_rate, out, relu,
         )
 
     def affine_backward(self, dz: np.ndarray) -> Optional[np.ndarray]:
