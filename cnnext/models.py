@@ -323,8 +323,8 @@ class Sequential:
                     x = layer.forward_preactivation(x, training)
                 elif i - 1 in pairs:  # the pooling that takes over layer i - 1's ReLU
                     x = layer.forward(x, training, relu=True)
-                elif not training and isinstance(layer, Conv2D) and \
-                        type(layer.activation) is activations.ReLU:
+                elif (not training and isinstance(layer, Conv2D)
+                      and type(layer.activation) is activations.ReLU):
                     x = layer.forward_fused_relu(x)
                 else:
                     x = layer.forward(x, training)
