@@ -69,10 +69,13 @@ def _lanes(dtype) -> int:
     return cnx_f.lanes if dtype == np.float32 else cnx_d.lanes
 
 
-def _tap_offsets(KW: int, C: int, dw: int) -> np.ndarray:
-    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of the register block."""
-    toff = np.zeros(_round_up(KW * C, cnx_f.rb), dtype=np.intp)
+@functools.lru_cache(maxsize=64)
+def _tap_offsets(KW: int, C: int, dw: int, rb: int) -> np.ndarray:
+    """``toff[kw*C + c] = kw*dw*C + c``, zero-padded to a multiple of the register block ``rb``
+    (read-only: shared by every call with these arguments)."""
+    toff = np.zeros(_round_up(KW * C, rb), dtype=np.intp)
     toff[: KW * C] = (np.arange(KW)[:, None] * dw * C + np.arange(C)).ravel()
+    toff.flags.writeable = False
     return toff
 
 
@@ -154,8 +157,9 @@ def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
     bias = np.zeros(Fp, dtype=x.dtype)
     if b is not None:
         bias[:F] = b
-    _direct_conv(xpad, _pad_channels(w, Fp), bias, _tap_offsets(KW, C, dilation[1]), y,
-                 stride[0], stride[1], dilation[0], relu, nt)
+    toff = _tap_offsets(KW, C, dilation[1], cnx_f.rb)
+    _direct_conv(xpad, _pad_channels(w, Fp), bias, toff, y, stride[0], stride[1], dilation[0],
+                 relu, nt)
     return y
 
 
@@ -199,8 +203,8 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
     dwc = scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype)
     dbc = scratch("dbc", (chunks, Fp), x.dtype)
-    _direct_weight_grad(xpad, dyp, _tap_offsets(KW, C, dilation[1]), dwc, dbc, stride[0],
-                        stride[1], dilation[0], nt)
+    toff = _tap_offsets(KW, C, dilation[1], cnx_f.rb)
+    _direct_weight_grad(xpad, dyp, toff, dwc, dbc, stride[0], stride[1], dilation[0], nt)
     dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
     return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
 
