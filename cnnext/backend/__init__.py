@@ -5,7 +5,7 @@ They receive arguments already validated and normalised by :mod:`cnnext.ops` (C-
 one float dtype, tuples of ints) and return freshly allocated arrays, or write their (first)
 result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.workspace`):
 
-  conv2d_forward(x, w, b, stride, padding, dilation, out=None) -> y
+  conv2d_forward(x, w, b, stride, padding, dilation, out=None, relu=False) -> y
   conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=None)
       -> (dx or None, dw, db)
   pool2d_forward(x, size, stride, padding, mode, out=None, relu=False) -> y
@@ -26,7 +26,8 @@ result into ``out`` and return it when ``out`` is given (see :mod:`cnnext.worksp
 Shapes: ``x (N, H, W, C)``, ``w (KH, KW, C, F)``, ``b (F,)`` or None, ``y (N, Ho, Wo, F)``.
 ``stride``/``dilation``/``size``/``scale`` are ``(h, w)`` tuples, ``padding`` is
 ``(top, bottom, left, right)``, ``mode`` is ``"max"``, ``"min"`` or ``"avg"``; ``relu`` (max and
-min only) makes the pooling ops compute ``relu(pool(x))`` and its gradient. The dense ops take
+min only) makes the pooling ops compute ``relu(pool(x))`` and its gradient, and the convolution
+``relu(conv(x))``. The dense ops take
 ``x (N, D)``, ``w (D, U)``, ``b (U,)`` or None and give ``y (N, U)``. The ReLU ops take arrays of
 any shape (``dy`` and ``z`` of one shape). ``softmax_forward`` works on the last axis of any
 shape; ``softmax_cross_entropy`` takes logits ``z (N, K)`` and class ids ``t (N,)`` (intp, in
