@@ -124,7 +124,9 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_forward)(
 
 /* The gradient of tiles [first, Wo) on the kh input rows at dx (Wo * kw * C values of each) from
  * one output row of dy (Wo * C values): max/min assign each tile's gradient to its winning cell
- * and zero to the others; avg gives every cell of the tile the gradient / (kh * kw). */
+ * and zero to the others; avg gives every cell of the tile the gradient / (kh * kw). A gradient
+ * of -0.0 is stored as +0.0 (adding +0.0), as the scatter-add from zero of the other paths (and of
+ * the NumPy twin) gives it. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
     const int mode, const int relu, const CNX_T* x, const CNX_T* dy, ptrdiff_t row, ptrdiff_t kh,
     ptrdiff_t kw, ptrdiff_t C, ptrdiff_t first, ptrdiff_t Wo, CNX_T* dx, CNX_M ours)
@@ -135,7 +137,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
             const ptrdiff_t at = ow * kw * C + c;
             const CNX_V g = CNX_NAME(cnx_tile_load)(dy + ow * C + c, how, C);
             if (mode == 2) {
-                const CNX_V share = g / count;
+                const CNX_V share = g / count + (CNX_V){0};
                 for (ptrdiff_t i = 0; i < kh; i++)
                     for (ptrdiff_t j = 0; j < kw; j++)
                         CNX_NAME(cnx_tile_store)(dx + i * row + at + j * C, share, how, C, ours);
@@ -149,7 +151,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_tile_backward)(
                         best = CNX_NAME(cnx_blend)(wins, v, best);
                         winner = (wins & (CNX_I)(i * kw + j)) | (~wins & winner);
                     }
-                const CNX_V gw = relu ? CNX_NAME(cnx_relu_grad)(g, best) : g;
+                const CNX_V gw = (relu ? CNX_NAME(cnx_relu_grad)(g, best) : g) + (CNX_V){0};
                 for (ptrdiff_t i = 0; i < kh; i++)
                     for (ptrdiff_t j = 0; j < kw; j++)
                         CNX_NAME(cnx_tile_store)(
@@ -242,7 +244,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_backward)(
         const ptrdiff_t at = ow * kw * C;
         CNX_V g = __builtin_shuffle(CNX_NAME(cnx_load)(dy + ow * C), channel);
         if (mode == 2) {
-            const CNX_V share = g / count;
+            const CNX_V share = g / count + (CNX_V){0};
             for (ptrdiff_t i = 0; i < kh; i++)
                 CNX_NAME(cnx_store)(dx + i * row + at, share, CNX_L);
             continue;
@@ -269,6 +271,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_packed_backward)(
         }
         if (relu) /* lanes below C hold each channel's extreme */
             g = CNX_NAME(cnx_relu_grad)(g, __builtin_shuffle(best, channel));
+        g += (CNX_V){0}; /* -0.0 -> +0.0, as in cnx_tile_backward */
         /* each lane's cell wins when its group is the winning column and its row the winner's */
         const CNX_M hit = (__builtin_shuffle(best_col, channel) == group);
         const CNX_M win_row = __builtin_shuffle(best_row, channel);
