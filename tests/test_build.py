@@ -180,10 +180,12 @@ def test_every_simd_level_of_tile_pooling_matches_the_numpy_twin(level: str) -> 
                     if mode != "avg":  # a selection copies the winner: signs of zero agree too
                         assert np.array_equal(np.signbit(y), np.signbit(want)), where
                     dy = rng.standard_normal(y.shape).astype(dtype)
+                    dy.flat[::4] = -0.0
                     got_dx = _pool2d.pool2d_backward(dy, x, *args)
                     want_dx = numpy_ops.pool2d_backward(dy, x, *args)
-                    # values only: the twin adds into zeros where the kernel assigns (-0.0)
                     np.testing.assert_array_equal(got_dx, want_dx, err_msg=where)
+                    # a zero gradient (-0.0 in dy, or masked by the ReLU) is +0.0 on both
+                    assert np.array_equal(np.signbit(got_dx), np.signbit(want_dx)), where
 
 
 @pytest.mark.parametrize("level", ["baseline", "avx2", "avx512"])
