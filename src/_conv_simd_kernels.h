@@ -629,17 +629,17 @@ static void CNX_NAME(cnx_expanded_conv)(const CNX_T* x, ptrdiff_t row_step, ptrd
 
 /* NK (1 or 2) tap columns from kw at flat offset t0 for one sample and one input channel (x0:
  * its first row's pixel t0 / F), added into dw[kh * KW + kw] (vectors): the sums over the Ho
- * rows of E[i + kh][t0 + kw * F] * dy[i], lanes outside `fresh` dropped from dy (the moved-back
- * last vector). The KH expanded vectors in use per column form a ring (row r in slot r % KH):
- * one new vector per row, and with the rows unrolled by KH every slot is a fixed register, so
- * nothing is moved. Two columns give the multiply-adds enough independent accumulators. With
- * `sum`, the dy vectors are added there too (bias). */
+ * rows of E[i + kh][t0 + kw * F] * dy[i], lanes outside `fresh` dropped (the moved-back last
+ * vector; each lane sums on its own, so they are dropped once, from the sums). The KH expanded
+ * vectors in use per column form a ring (row r in slot r % KH): one new vector per row, and with
+ * the rows unrolled by KH every slot is a fixed register, so nothing is moved. Two columns give
+ * the multiply-adds enough independent accumulators. */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_columns)(
     const int KH, const int NK, const CNX_T* x0, ptrdiff_t row_step, CNX_M index, ptrdiff_t C,
     ptrdiff_t KW, const CNX_T* dy, ptrdiff_t Ho, ptrdiff_t n, CNX_M fresh, ptrdiff_t kw,
-    CNX_T* dw, CNX_V* sum)
+    CNX_T* dw)
 {
-    CNX_V acc[2][CNX_MAX_KH], ring[2][CNX_MAX_KH], total = {0};
+    CNX_V acc[2][CNX_MAX_KH], ring[2][CNX_MAX_KH];
     for (int k = 0; k < NK; k++)
         for (int kh = 0; kh < KH; kh++) {
             acc[k][kh] = (CNX_V){0};
@@ -652,8 +652,7 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_co
             const ptrdiff_t i = i0 + u;
             if (i >= Ho)
                 break;
-            const CNX_V d = (CNX_V)(fresh & (CNX_M)CNX_NAME(cnx_load)(dy + i * n));
-            total += d;
+            const CNX_V d = CNX_NAME(cnx_load)(dy + i * n);
             for (int k = 0; k < NK; k++) {
                 ring[k][(u + KH - 1) % KH] =
                     CNX_EXPANDED(x0 + (i + KH - 1) * row_step + (kw + k) * C, index);
@@ -662,12 +661,11 @@ static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_wgrad_co
             }
         }
     }
-    if (sum != NULL)
-        *sum += total;
     for (int k = 0; k < NK; k++)
         for (int kh = 0; kh < KH; kh++) {
             CNX_T* dst = dw + (kh * KW + kw + k) * CNX_L;
-            CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + acc[k][kh], CNX_L);
+            const CNX_V kept = (CNX_V)(fresh & (CNX_M)acc[k][kh]);
+            CNX_NAME(cnx_store)(dst, CNX_NAME(cnx_load)(dst) + kept, CNX_L);
         }
 }
 
@@ -686,20 +684,26 @@ static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* x, ptrdiff_t row_ste
         for (ptrdiff_t l = 0; l < CNX_L; l++)
             fresh[l] = t0 + l >= t ? -1 : 0;
         const CNX_M index = CNX_NAME(cnx_expand_index)(p, F, C);
-        CNX_V sum = {0};
+        CNX_V part[4] = {{0}, {0}, {0}, {0}}; /* bias: four rows at a time, then the rest */
+        ptrdiff_t i = 0;
+        for (; i + 4 <= Ho; i += 4)
+            for (int u = 0; u < 4; u++)
+                part[u] += CNX_NAME(cnx_load)(dy + t0 + (i + u) * n);
+        for (; i < Ho; i++)
+            part[0] += CNX_NAME(cnx_load)(dy + t0 + i * n);
+        const CNX_V sum = (CNX_V)(fresh & (CNX_M)((part[0] + part[1]) + (part[2] + part[3])));
         for (ptrdiff_t c = 0; c < C; c++) {
             const CNX_T* x0 = x + (t0 / F) * C + c;
             CNX_T* dw = dwacc + (p * C + c) * KH * KW * CNX_L;
             for (ptrdiff_t kw = 0; kw < KW; kw += 2) {
-                CNX_V* bias = kw == 0 && c == 0 ? &sum : NULL;
 #define CNX_EXPANDED_CASE(k)                                                                  \
     case k:                                                                                   \
         if (kw + 1 < KW)                                                                      \
             CNX_NAME(cnx_expanded_wgrad_columns)(k, 2, x0, row_step, index, C, KW, dy + t0,   \
-                                                 Ho, n, fresh, kw, dw, bias);                 \
+                                                 Ho, n, fresh, kw, dw);                       \
         else                                                                                  \
             CNX_NAME(cnx_expanded_wgrad_columns)(k, 1, x0, row_step, index, C, KW, dy + t0,   \
-                                                 Ho, n, fresh, kw, dw, bias);                 \
+                                                 Ho, n, fresh, kw, dw);                       \
         break;
                 CNX_SWITCH_KH(CNX_EXPANDED_CASE)
 #undef CNX_EXPANDED_CASE
