@@ -424,8 +424,8 @@ def _cost_spans(H, Ho, Wo, KH, span, F, L) -> int:
 
 
 # Expanded rows count their lane permutes too (they take the multiply-add ports): the forward
-# computes blocks of EXPANDED_ROWS rows, one permute per row and kernel column feeding up to KH
-# rows; the weight gradient one permute per row and column (measured to cost about half a
+# computes blocks of EXPANDED_ROWS rows (a last half block is counted whole), one permute per
+# row and kernel column feeding up to KH rows; the weight gradient one permute per row and column (measured to cost about half a
 # multiply-add there), and about 2 * KH vectors to set up and store per column.
 def _cost_expanded(Ho, Wo, KH, row_taps, F, L) -> int:
     per_column = EXPANDED_ROWS * KH + EXPANDED_ROWS + KH - 1

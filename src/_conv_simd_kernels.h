@@ -573,36 +573,37 @@ static inline CNX_M CNX_NAME(cnx_expand_index)(ptrdiff_t p, ptrdiff_t F, ptrdiff
 /* The vector of E_c whose input pixels start at `src` (pixel, channel c), permuted by `index`. */
 #define CNX_EXPANDED(src, index) __builtin_shuffle(CNX_NAME(cnx_load)(src), (index))
 
-/* Output rows i0 .. i0 + CNX_ROWS - 1 at flat offset t0 (x0: the first row's pixel t0 / F): each
- * expanded vector feeds up to KH (a constant once inlined) rows. */
+/* Output rows i0 .. i0 + rows - 1 at flat offset t0 (x0: the first row's pixel t0 / F): each
+ * expanded vector feeds up to KH rows (rows <= CNX_ROWS and KH constants once inlined). */
 static inline __attribute__((always_inline)) void CNX_NAME(cnx_expanded_block)(
-    const int KH, const CNX_T* x0, ptrdiff_t row_step, CNX_M index, ptrdiff_t C, ptrdiff_t KW,
-    const CNX_T* wt, const CNX_V bias, CNX_T* y, ptrdiff_t yrow)
+    const int rows, const int KH, const CNX_T* x0, ptrdiff_t row_step, CNX_M index, ptrdiff_t C,
+    ptrdiff_t KW, const CNX_T* wt, const CNX_V bias, CNX_T* y, ptrdiff_t yrow)
 {
     CNX_V acc[CNX_ROWS];
-    for (int r = 0; r < CNX_ROWS; r++)
+    for (int r = 0; r < rows; r++)
         acc[r] = bias;
     for (ptrdiff_t c = 0; c < C; c++, x0++) {
         const CNX_T* wc = wt + c * KH * KW * CNX_L;
         for (ptrdiff_t kw = 0; kw < KW; kw++) {
             CNX_V xs[CNX_ROWS + CNX_MAX_KH - 1];
-            for (int u = 0; u < CNX_ROWS + KH - 1; u++)
+            for (int u = 0; u < rows + KH - 1; u++)
                 xs[u] = CNX_EXPANDED(x0 + u * row_step + kw * C, index);
             for (int kh = 0; kh < KH; kh++) {
                 const CNX_V wv = CNX_NAME(cnx_load)(wc + (kh * KW + kw) * CNX_L);
-                for (int r = 0; r < CNX_ROWS; r++)
+                for (int r = 0; r < rows; r++)
                     acc[r] += xs[r + kh] * wv;
             }
         }
     }
-    for (int r = 0; r < CNX_ROWS; r++)
+    for (int r = 0; r < rows; r++)
         CNX_NAME(cnx_store)(y + r * yrow, acc[r], CNX_L);
 }
 
 /* One sample: y (Ho, Wo * F values) from its zero-bordered input x (Ho + KH - 1 rows of
  * row_step values, (pixel, channel) interleaved, with a vector of slack at the end). Blocks of
  * CNX_ROWS rows by one vector, the last of each moved back to end at row Ho and at the row's
- * end: needs Ho >= CNX_ROWS, Wo * F >= L and KH <= CNX_MAX_KH. */
+ * end (the last block of rows half as tall when that covers the rest): needs Ho >= CNX_ROWS,
+ * Wo * F >= L and KH <= CNX_MAX_KH. */
 static void CNX_NAME(cnx_expanded_conv)(const CNX_T* x, ptrdiff_t row_step, ptrdiff_t C,
                                         ptrdiff_t KH, ptrdiff_t KW, ptrdiff_t F, const CNX_T* wt,
                                         const CNX_T* bt, CNX_T* y, ptrdiff_t Ho, ptrdiff_t Wo)
@@ -614,12 +615,18 @@ static void CNX_NAME(cnx_expanded_conv)(const CNX_T* x, ptrdiff_t row_step, ptrd
         const CNX_T* wp = wt + p * C * KH * KW * CNX_L;
         const CNX_V bias = CNX_NAME(cnx_load)(bt + p * CNX_L);
         for (ptrdiff_t i = 0; i < Ho; i += CNX_ROWS) {
-            const ptrdiff_t i0 = i + CNX_ROWS > Ho ? Ho - CNX_ROWS : i;
+            /* the last block moved back to end at row Ho; half as tall when that is enough */
+            const int half = i + CNX_ROWS > Ho && Ho - i <= CNX_ROWS / 2;
+            const ptrdiff_t i0 = half ? Ho - CNX_ROWS / 2 : i + CNX_ROWS > Ho ? Ho - CNX_ROWS : i;
             const CNX_T* x0 = x + i0 * row_step + (t0 / F) * C;
 #define CNX_EXPANDED_CASE(k)                                                                \
     case k:                                                                                 \
-        CNX_NAME(cnx_expanded_block)(k, x0, row_step, index, C, KW, wp, bias,               \
-                                     y + i0 * n + t0, n);                                   \
+        if (half)                                                                           \
+            CNX_NAME(cnx_expanded_block)(CNX_ROWS / 2, k, x0, row_step, index, C, KW, wp,   \
+                                         bias, y + i0 * n + t0, n);                         \
+        else                                                                                \
+            CNX_NAME(cnx_expanded_block)(CNX_ROWS, k, x0, row_step, index, C, KW, wp, bias, \
+                                         y + i0 * n + t0, n);                               \
         break;
             CNX_SWITCH_KH(CNX_EXPANDED_CASE)
 #undef CNX_EXPANDED_CASE
