@@ -90,11 +90,16 @@ cdef inline Py_ssize_t _imin(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
     return a if a < b else b
 
 
+cdef inline floating _relu(floating v) noexcept nogil:
+    """``max(v, 0)`` as the ReLU op computes it (a NaN stays, -0.0 becomes 0.0)."""
+    return 0 if v <= 0 else v
+
+
 cdef inline void _relu_in_place(floating* v, Py_ssize_t n) noexcept nogil:
-    """``v[:n] = max(v[:n], 0)`` as the ReLU op computes it (a NaN stays, -0.0 becomes 0.0)."""
+    """``v[:n] = max(v[:n], 0)`` (see :func:`_relu`)."""
     cdef Py_ssize_t i
     for i in range(n):
-        v[i] = 0 if v[i] <= 0 else v[i]
+        v[i] = _relu(v[i])
 
 
 # output channels per task of the planar convolution: each input vector it loads feeds them all
@@ -288,6 +293,7 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
     cdef Py_ssize_t item, n, co, nco, i, j, c, tid
     cdef floating* buf
     cdef floating* d
+    cdef floating v
     if N == 0:
         return
     for item in prange(N * groups, nogil=True, num_threads=nt, schedule="static"):
@@ -306,10 +312,8 @@ def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t p
             d = &y[n, i, 0, co]
             for c in range(nco):  # contiguous reads along each plane row
                 for j in range(Wo):
-                    d[j * Cout + c] = buf[c * PO + i * pitch + j] + bias[co + c]
-        if relu:
-            for i in range(Ho):
-                _relu_in_place(&y[n, i, 0, 0], Wo * Cout)
+                    v = buf[c * PO + i * pitch + j] + bias[co + c]
+                    d[j * Cout + c] = _relu(v) if relu else v  # only this task's channels
 
 
 cdef inline floating* _bordered_sample(const floating[:, :, :, ::1] x, Py_ssize_t n,

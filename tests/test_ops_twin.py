@@ -304,6 +304,25 @@ def test_pool2d_with_relu_is_relu_of_the_pooling_bit_for_bit(backend_name, case,
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
+def test_planar_convolution_applies_the_relu_to_every_group_of_output_channels() -> None:
+    """Pixel lanes with three groups of output channels per sample, on 2 threads: ``relu=True``
+    equals the ReLU of the plain result bit for bit (each task clamps the channels it writes)."""
+    _conv2d = pytest.importorskip("cnnext._ext._conv2d")
+    rng = np.random.default_rng(12)
+    x = random_values(rng, (40, 9, 15, 2), np.float32)
+    w = random_values(rng, (3, 3, 2, 20), np.float32)
+    bias = random_values(rng, (20,), np.float32)
+
+    def planar(relu: bool) -> np.ndarray:
+        y = np.empty((40, 7, 13, 20), dtype=np.float32)
+        return _conv2d._conv_via_planes(x, (0, 0), (1, 1), (9, 15), w, bias, y, (1, 1), relu, 2)
+
+    plain, got = planar(False), planar(True)
+    assert (plain < 0).any()
+    np.testing.assert_array_equal(got, np.maximum(plain, 0))
+    assert not np.signbit(got).any()
+
+
 def softmax_logits(rng, shape, dtype) -> np.ndarray:
     """Logits of every scale (rows of small, large and huge values), a row holding a NaN and a
     row holding an infinity when there are enough rows."""
