@@ -425,8 +425,9 @@ def _cost_spans(H, Ho, Wo, KH, span, F, L) -> int:
 
 # Expanded rows count their lane permutes too (they take the multiply-add ports): the forward
 # computes blocks of EXPANDED_ROWS rows (a last half block is counted whole), one permute per
-# row and kernel column feeding up to KH rows; the weight gradient one permute per row and column (measured to cost about half a
-# multiply-add there), and about 2 * KH vectors to set up and store per column.
+# row and kernel column feeding up to KH rows; the weight gradient one permute per row and
+# column (measured to cost about half a multiply-add there), and about 2 * KH vectors to set up
+# and store per column.
 def _cost_expanded(Ho, Wo, KH, row_taps, F, L) -> int:
     per_column = EXPANDED_ROWS * KH + EXPANDED_ROWS + KH - 1
     return _round_up(Ho, EXPANDED_ROWS) * -(-Wo * F // L) * row_taps * per_column // EXPANDED_ROWS
