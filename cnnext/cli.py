@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from . import datasets, presets
+from . import datasets, optimizers, presets
 from ._config import set_num_threads, show_config
 from .backend import set_backend
 from .callbacks import Callback
@@ -41,14 +42,24 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, description: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer ``>= minimum``, else a usage error expecting
+    ``description``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {description}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1, "a positive integer")
+_non_negative_int = _int_at_least(0, "an integer >= 0")
 
 
 def _positive_float(text: str) -> float:
@@ -116,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     preset = presets.get_preset(args.preset)
     _configure(args)
     check_writable(args.output)  # fail before training, not after
+    check_writable(args.curve)
     (x, y), (xt, yt) = _load_data(args.data)
     x, y = _subsample(x, y, args.limit, args.seed)
     xt, yt = _subsample(xt, yt, args.limit, args.seed)
@@ -161,18 +173,9 @@ def read_image(path: str) -> np.ndarray:
     in ``[0, 1]``), as the ``(28, 28, 1)`` float32 model input (:func:`presets.prepare_images`)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".npy":
-        try:
-            image = np.load(path, allow_pickle=False)
-        except (EOFError, ValueError) as exc:  # empty, garbage or pickled (object) contents
-            raise CLIError(f"{path}: not a readable .npy image ({exc})") from None
+        image = _read_npy(path)
     elif suffix == ".png":
-        try:
-            from PIL import Image
-        except ImportError:
-            raise CLIError("reading PNG images needs Pillow (pip install pillow); "
-                           "or pass .npy arrays") from None
-        with Image.open(path) as picture:
-            image = np.asarray(picture.convert("L"))
+        image = _read_png(path)
     else:
         raise CLIError(f"{path}: unsupported image type {suffix or '(none)'!r}; use .png or .npy")
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -183,6 +186,32 @@ def read_image(path: str) -> np.ndarray:
             np.isfinite(image).all() and 0 <= image.min() <= image.max() <= 1)):
         raise CLIError(f"{path}: expected uint8 pixels or floats in [0, 1], got {image.dtype} values")
     return presets.prepare_images(image[..., None])
+
+
+def _read_npy(path: str) -> np.ndarray:
+    """The array stored in the .npy file ``path`` (never unpickled)."""
+    try:
+        with open(path, "rb") as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except (EOFError, ValueError) as exc:  # empty, garbage, a .npz/zip archive, pickled objects
+        raise CLIError(f"{path}: not a readable .npy image ({exc})") from None
+
+
+def _read_png(path: str) -> np.ndarray:
+    """The grayscale pixels of the PNG ``path``; an image over Pillow's decompression-bomb pixel
+    limit is refused before it is decoded."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise CLIError("reading PNG images needs Pillow (pip install pillow); "
+                       "or pass .npy arrays") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as picture:
+                return np.asarray(picture.convert("L"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise CLIError(f"{path}: image too large to read ({exc})") from None
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -224,17 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use at most N randomly drawn images per split")
 
     train = commands.add_parser("train", parents=[runtime, data], help="train a preset model")
-    train.add_argument("--preset", default="lenet5",
-                       help=f"architecture: {', '.join(presets.PRESETS)} (default lenet5)")
+    train.add_argument("--preset", default="lenet5", choices=presets.PRESETS,
+                       help="architecture (default lenet5)")
     train.add_argument("--epochs", type=_positive_int, help="default: the preset's")
     train.add_argument("--batch-size", type=_positive_int, help="default: the preset's")
-    train.add_argument("--optimizer", help="sgd (momentum 0.9), adam, adamw or rmsprop "
-                       "(default: the preset's)")
+    train.add_argument("--optimizer", type=str.lower, choices=sorted(optimizers.OPTIMIZERS),
+                       help="sgd (momentum 0.9), adam, adamw or rmsprop (default: the preset's)")
     train.add_argument("--lr", type=_positive_float, help="learning rate (default: the preset's)")
     train.add_argument("--schedule", choices=presets.SCHEDULES,
                        help="learning-rate schedule: constant, or cosine decay to 0 over the run "
                        "(default: the preset's)")
-    train.add_argument("--seed", type=int, default=0, help="weights, shuffling and --limit seed")
+    train.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="weights, shuffling and --limit seed")
     train.add_argument("--output", default="model.npz", help="model file (default model.npz)")
     train.add_argument("--curve", default="training_curve.png",
                        help="training-curve PNG (default training_curve.png)")

@@ -12,6 +12,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 
 from ._config import __version__
+from .layers.base import WeightSpecs
 from .model_file import FORMAT_NAME, FORMAT_VERSION, HEADER_KEY, ModelFileError, checksum, read_archive
 
 __all__ = ["ModelFileError", "atomic_write", "check_writable", "load_model", "save_model"]
@@ -128,8 +129,9 @@ def save_model(model: Any, path: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------------------- loading
-def _build_model(header: dict[str, Any], path: str) -> Any:
-    """The model described by ``model_config``, built, with fresh weights."""
+def _unbuilt_model(header: dict[str, Any], path: str) -> tuple[Any, list[WeightSpecs]]:
+    """The model ``model_config`` describes, not built yet, and the weights building it for its
+    input shape will create (:meth:`Sequential.weight_specs`; nothing allocated)."""
     from .layers import get_layer_class
     from .models import Sequential
 
@@ -139,50 +141,52 @@ def _build_model(header: dict[str, Any], path: str) -> Any:
             get_layer_class(spec["class_name"])
         except ValueError as exc:
             raise ModelFileError(f"{path!r}: {exc}") from None
-    try:
-        model = Sequential.from_config(config)
-    except (ValueError, TypeError, OverflowError, KeyError) as exc:
-        raise ModelFileError(f"{path!r}: invalid model_config: {exc}") from exc
-    except MemoryError:
-        raise ModelFileError(f"{path!r}: model_config describes a model too large to build "
-                             "in memory") from None
-    if not model.built:
+    if config.get("input_shape") is None:
         raise ModelFileError(f"{path!r}: model_config has no input_shape, so the weights cannot be "
                              "matched to layers")
-    return model
+    try:
+        model = Sequential.from_config(config, build=False)
+        return model, model.weight_specs(config["input_shape"])
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        raise ModelFileError(f"{path!r}: invalid model_config: {exc}") from exc
 
 
 def _describe(shape: Any, dtype: Any) -> str:
-    return f"shape {list(shape)} dtype {np.dtype(dtype).name}"
+    """``shape [...] dtype float32``; a non-native byte order shows, e.g. ``dtype >f4``."""
+    dtype = np.dtype(dtype)
+    return f"shape {list(shape)} dtype {dtype.name if dtype.isnative else dtype.str}"
 
 
-def _check_layer_arrays(model: Any, header: dict[str, Any], path: str) -> None:
-    """Every layer's stored params/state keys, shapes and dtypes equal the rebuilt layer's."""
+def _check_layer_arrays(model: Any, specs: list[WeightSpecs], header: dict[str, Any],
+                        path: str) -> None:
+    """Every layer's stored params/state keys, shapes and dtypes equal the ones it will have."""
     stored: dict[tuple[int, str], dict[str, dict[str, Any]]] = {}
     for entry in header["arrays"]:
         if entry["kind"] != "optimizer":
             stored.setdefault((entry["layer"], entry["kind"]), {})[entry["key"]] = entry
-    for index, layer in enumerate(model.layers):
+    for index, (layer, layer_specs) in enumerate(zip(model.layers, specs)):
         for kind in ("params", "state"):
-            expected = getattr(layer, kind)
+            expected = layer_specs[kind]
             found = stored.get((index, kind), {})
             if list(found) != list(expected):
                 raise ModelFileError(
                     f"{path!r}: layer {index} ({layer.name!r}, {type(layer).__name__}) expects "
                     f"{kind} {list(expected)} but the file has {list(found)}")
-            for key, target in expected.items():
+            for key, spec in expected.items():
                 entry = found[key]
-                if entry["shape"] != list(target.shape) or np.dtype(entry["dtype"]) != target.dtype:
+                if entry["shape"] != list(spec.shape) or np.dtype(entry["dtype"]) != model.dtype:
                     raise ModelFileError(
                         f"{path!r}: array {entry['name']!r} has {_describe(entry['shape'], entry['dtype'])} "
                         f"but layer {index} ({layer.name!r}) expects "
-                        f"{_describe(target.shape, target.dtype)}")
+                        f"{_describe(spec.shape, model.dtype)}")
 
 
-def _check_optimizer_arrays(model: Any, header: dict[str, Any], path: str) -> None:
+def _check_optimizer_arrays(model: Any, specs: list[WeightSpecs], header: dict[str, Any],
+                            path: str) -> None:
     """Optimizer state: a scalar integer ``iterations`` plus ``slot:<layer>.<param>`` buffers
     shaped like the parameters they belong to."""
-    params = {f"{layer.name}.{key}": p for layer in model.layers for key, p in layer.params.items()}
+    shapes = {f"{layer.name}.{key}": spec.shape for layer, layer_specs in zip(model.layers, specs)
+              for key, spec in layer_specs["params"].items()}
     entries = [e for e in header["arrays"] if e["kind"] == "optimizer"]
     if entries and header["compile_config"] is None:
         raise ModelFileError(f"{path!r}: optimizer state is stored but compile_config is null")
@@ -192,19 +196,45 @@ def _check_optimizer_arrays(model: Any, header: dict[str, Any], path: str) -> No
             ok = entry["shape"] == [] and np.dtype(entry["dtype"]).kind in "iu"
             expected = "a scalar integer"
         else:
-            target = params.get(key.partition(":")[2])
-            ok = target is not None and entry["shape"] == list(target.shape) \
-                and np.dtype(entry["dtype"]) == target.dtype
+            shape = shapes.get(key.partition(":")[2])
+            ok = shape is not None and entry["shape"] == list(shape) \
+                and np.dtype(entry["dtype"]) == model.dtype
             expected = f"parameter {key.partition(':')[2]!r}" + (
-                f" with {_describe(target.shape, target.dtype)}" if target is not None else " (no such parameter)")
+                " (no such parameter)" if shape is None else f" with {_describe(shape, model.dtype)}")
         if not ok:
             raise ModelFileError(f"{path!r}: optimizer state {key!r} "
                                  f"({_describe(entry['shape'], entry['dtype'])}) "
                                  f"does not match {expected}")
 
 
+def _compile(model: Any, header: dict[str, Any], arrays: dict[str, np.ndarray], path: str) -> None:
+    """Recompile from ``compile_config`` and restore the optimizer state (both validated)."""
+    if header["compile_config"] is None:
+        return
+    try:
+        model.compile_from_config(header["compile_config"])
+    except (ValueError, TypeError, OverflowError, KeyError, AttributeError) as exc:
+        raise ModelFileError(f"{path!r}: invalid compile_config: {exc!r}") from exc
+    try:
+        model.optimizer.set_state({e["key"]: arrays[e["name"]] for e in header["arrays"]
+                                   if e["kind"] == "optimizer"})
+    except ValueError as exc:
+        raise ModelFileError(f"{path!r}: invalid optimizer state: {exc}") from exc
+
+
+def _build(model: Any, header: dict[str, Any], path: str) -> None:
+    """Build the (checked) model: allocate its weights."""
+    try:
+        model.build(header["model_config"]["input_shape"])
+    except MemoryError:
+        raise ModelFileError(f"{path!r}: model_config describes a model too large to build "
+                             "in memory") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ModelFileError(f"{path!r}: invalid model_config: {exc}") from exc
+
+
 def _restore(model: Any, header: dict[str, Any], arrays: dict[str, np.ndarray], path: str) -> None:
-    """Copy weights and state in, then recompile and restore the optimizer state."""
+    """Copy the weights, layer state and random generator states in."""
     by_layer: dict[int, dict[str, np.ndarray]] = {}
     for entry in header["arrays"]:
         if entry["kind"] != "optimizer":
@@ -215,14 +245,6 @@ def _restore(model: Any, header: dict[str, Any], arrays: dict[str, np.ndarray], 
                            for key in getattr(layer, kind)])
     for item in header["rng_states"]:
         _restore_rng(model, item, path)
-    if header["compile_config"] is None:
-        return
-    try:
-        model.compile_from_config(header["compile_config"])
-        model.optimizer.set_state({e["key"]: arrays[e["name"]] for e in header["arrays"]
-                                   if e["kind"] == "optimizer"})
-    except (ValueError, TypeError, OverflowError, KeyError, AttributeError) as exc:
-        raise ModelFileError(f"{path!r}: invalid compile_config: {exc!r}") from exc
 
 
 def _restore_rng(model: Any, item: Any, path: str) -> None:
@@ -237,18 +259,21 @@ def _restore_rng(model: Any, item: Any, path: str) -> None:
 def load_model(path: str | os.PathLike) -> Any:
     """Read a model written by :func:`save_model`.
 
-    Everything is checked before the model is used: archive integrity, header format and version,
-    field types, layer class names, every array's name, shape and dtype against the rebuilt model,
-    and the SHA-256 checksum. Any problem raises :class:`ModelFileError` saying what is wrong.
-    Nothing in the file is ever unpickled or executed. A model saved after ``compile`` comes back
-    compiled, with its optimizer state and its layers' random generators (Dropout masks), ready
-    to continue training. The model's shuffling generator is not saved: resume with
+    Everything is checked before the model is built (before any weight is allocated): archive
+    integrity, header format and version, field types, layer class names, every array's name,
+    shape and dtype against the weights the model will have, the compile settings and optimizer
+    state, and the SHA-256 checksum. Any problem raises :class:`ModelFileError` saying what is
+    wrong. Nothing in the file is ever unpickled or executed. A model saved after ``compile``
+    comes back compiled, with its optimizer state and its layers' random generators (Dropout
+    masks), ready to continue training. The model's shuffling generator is not saved: resume with
     ``fit(..., seed=...)`` or ``shuffle=False`` for bit-identical continuation.
     """
     path = os.fspath(path)
     header, arrays = read_archive(path)
-    model = _build_model(header, path)
-    _check_layer_arrays(model, header, path)
-    _check_optimizer_arrays(model, header, path)
+    model, specs = _unbuilt_model(header, path)
+    _check_layer_arrays(model, specs, header, path)
+    _check_optimizer_arrays(model, specs, header, path)
+    _compile(model, header, arrays, path)
+    _build(model, header, path)
     _restore(model, header, arrays, path)
     return model

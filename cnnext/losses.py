@@ -23,9 +23,12 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ._checks import check_bool
 from .backend import resolve
 
 EPSILON = 1e-7
+# How far a categorical target row may sum from 1 (float32 rounding of smoothed labels).
+ROW_SUM_TOLERANCE = 1e-3
 
 
 def _n_labels_error(y: np.ndarray, output_shape: tuple, hint: str) -> ValueError:
@@ -42,7 +45,7 @@ class Loss:
     fused_activation: Optional[str] = None
 
     def __init__(self, from_logits: bool = False):
-        self.from_logits = bool(from_logits)
+        self.from_logits = check_bool(from_logits, "from_logits")
 
     def prepare_targets(self, y: Any, output_shape: tuple, dtype: np.dtype) -> np.ndarray:
         """Validate labels for ``len(y)`` samples and an output of ``output_shape`` (no batch
@@ -114,9 +117,9 @@ class MeanSquaredError(Loss):
 class CategoricalCrossentropy(Loss):
     """``-sum(t * log p)`` over the class (last) axis, averaged over label positions.
 
-    Labels may be one-hot / probability rows of the output's shape, or integer class ids with the
-    class axis dropped (``(N,)`` or ``(N, 1)`` for an ``(N, K)`` output); the sparse variant below
-    accepts the same.
+    Labels may be one-hot / probability rows of the output's shape (values >= 0 summing to 1,
+    within ``ROW_SUM_TOLERANCE``), or integer class ids with the class axis dropped (``(N,)`` or
+    ``(N, 1)`` for an ``(N, K)`` output); the sparse variant below accepts the same.
     """
 
     name = "categorical_crossentropy"
@@ -131,24 +134,39 @@ class CategoricalCrossentropy(Loss):
                 "use binary_crossentropy for a single sigmoid unit"
             )
         if y.shape[1:] == tuple(output_shape):
-            return self._check_values(y.astype(dtype, copy=False))
+            return self._check_rows(self._check_values(y.astype(dtype, copy=False)))
         if y.shape[1:] in (tuple(output_shape[:-1]), (*output_shape[:-1], 1)):
             ids = y.reshape(y.shape[0], *output_shape[:-1])
             if not np.issubdtype(ids.dtype, np.integer):
                 if not np.isfinite(ids).all() or np.any(ids != np.round(ids)):
                     raise ValueError("class-id labels must be integers")
-            ids = ids.astype(np.intp)
             if ids.size and (ids.min() < 0 or ids.max() >= k):
                 bad = ids.min() if ids.min() < 0 else ids.max()
                 raise ValueError(
-                    f"label {bad} is out of range for a model with {k} output classes "
+                    f"label {int(bad)} is out of range for a model with {k} output classes "
                     f"(valid ids: 0..{k - 1})"
                 )
-            return ids
+            return ids.astype(np.intp)
         raise _n_labels_error(
             y, output_shape,
             f"give class ids of shape (N,) or one-hot rows of shape (N, {k}) for {k} classes",
         )
+
+    def _check_rows(self, t: np.ndarray) -> np.ndarray:
+        """One-hot / probability rows must be distributions: the fused gradient ``(p - t) / M``
+        is the gradient of the loss only when every row sums to 1."""
+        sums = t.sum(axis=-1, dtype=np.float64)
+        negative = (t < 0).any(axis=-1)
+        bad = negative | (np.abs(sums - 1.0) > ROW_SUM_TOLERANCE)
+        if bad.any():
+            index = tuple(np.argwhere(bad)[0])
+            problem = "has negative values" if negative[index] else f"sums to {sums[index]:.6g}"
+            raise ValueError(
+                f"{self.name} targets must be probability rows (values >= 0 summing to 1 over "
+                f"the class axis), but row y[{', '.join(map(str, index))}] {problem}; use "
+                "binary_crossentropy for multi-label targets"
+            )
+        return t
 
     @staticmethod
     def _rows(t: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ class Accuracy(Metric):
     - integer class ids (class axis dropped): ``argmax(p) == t``;
     - one-hot rows with >= 2 classes: ``argmax(p) == argmax(t)``;
     - a single output unit (binary): ``(p > threshold) == (t > 0.5)``. ``threshold`` is 0.5 for
-      probabilities; the model sets it to 0 when the loss takes logits.
+      probabilities; a model whose loss takes logits uses a copy with threshold 0.
     """
 
     name = "accuracy"

@@ -8,6 +8,7 @@ Non-finite inputs raise ValueError. Labels are integer class ids or one-hot rows
 """
 from __future__ import annotations
 
+import copy
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
@@ -21,9 +22,17 @@ from ._config import get_num_threads, single_threaded_blas
 from .backend import BACKENDS, resolve
 from .callbacks import Callback, History
 from .layers import ActivatedLayer, Conv2D, Layer, Pool2D, get_layer_class
+from .layers.base import WeightSpecs
 from .training import DeferInterrupt, run_epochs, split_validation
 
 DTYPES = ("float32", "float64")
+
+
+def _logits_accuracy(metric: metrics_mod.Accuracy) -> metrics_mod.Accuracy:
+    """A copy of ``metric`` that thresholds logits at 0 (the caller's object is left as it is)."""
+    metric = copy.copy(metric)
+    metric.threshold = 0.0
+    return metric
 
 
 class Sequential:
@@ -50,6 +59,8 @@ class Sequential:
             resolve(backend)  # validates the name
         self._backend = backend
         self.layers: list[Layer] = []
+        self._layers_by_name: dict[str, Layer] = {}
+        self._next_suffix: dict[str, int] = {}  # per auto-name base: the first "_k" not yet taken
         self.input_shape: Optional[tuple[int, ...]] = None
         self.built = False
         self.optimizer: Optional[optimizers_mod.Optimizer] = None
@@ -80,38 +91,53 @@ class Sequential:
 
     def add(self, layer: Layer) -> None:
         """Append ``layer``; it is built at once when the model's input shape is known."""
-        if not isinstance(layer, Layer):
-            raise TypeError(f"Sequential.add expects a Layer; received {layer!r}")
-        if any(layer is other for other in self.layers):
-            raise ValueError(f"layer '{layer.name}' is already in model '{self.name}'")
-        names = {other.name for other in self.layers}
-        if layer.name in names:
-            if not layer.auto_named:
-                raise ValueError(f"model '{self.name}' already has a layer named '{layer.name}'")
-            base, k = layer.name, 1
-            while f"{base}_{k}" in names:
-                k += 1
-            layer.name = f"{base}_{k}"
-        self.layers.append(layer)
+        self._append(layer)
         try:
             if self.built:
                 self._build_layer(len(self.layers) - 1, self.layers[-2].output_shape)
             elif len(self.layers) == 1 and layer.declared_input_shape is not None:
                 self.build(layer.declared_input_shape)
-        except ValueError:
-            self.layers.pop()
+        except BaseException:
+            del self._layers_by_name[self.layers.pop().name]
             raise
+
+    def _append(self, layer: Layer) -> None:
+        """Append ``layer`` unbuilt, renaming it ``<name>_<k>`` when its automatic name is taken
+        (in constant time: ``layers`` must only grow through :meth:`add`)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add expects a Layer; received {layer!r}")
+        taken_by = self._layers_by_name.get(layer.name)
+        if taken_by is layer:
+            raise ValueError(f"layer '{layer.name}' is already in model '{self.name}'")
+        if taken_by is not None:
+            if not layer.auto_named:
+                raise ValueError(f"model '{self.name}' already has a layer named '{layer.name}'")
+            layer.name = self._free_name(layer.name)
+        self.layers.append(layer)
+        self._layers_by_name[layer.name] = layer
+
+    def _free_name(self, base: str) -> str:
+        """The first of ``base_1``, ``base_2`` ... that no layer of the model has."""
+        k = self._next_suffix.get(base, 1)
+        while f"{base}_{k}" in self._layers_by_name:
+            k += 1
+        self._next_suffix[base] = k + 1
+        return f"{base}_{k}"
 
     def _build_layer(self, index: int, input_shape: tuple[int, ...]) -> None:
         layer = self.layers[index]
-        declared = layer.declared_input_shape
-        if declared is not None and declared != tuple(input_shape):
-            raise ValueError(f"layer '{layer.name}' declares input_shape {declared} but receives "
-                             f"{tuple(input_shape)} from the layer before it")
+        self._check_declared_shape(layer, input_shape)
         layer.dtype = self.dtype
         layer.backend = self._backend
         layer.seed_sequence = np.random.SeedSequence(self._entropy, spawn_key=(0, index))
         layer.build(input_shape)
+
+    @staticmethod
+    def _check_declared_shape(layer: Layer, input_shape: tuple[int, ...]) -> None:
+        declared = layer.declared_input_shape
+        if declared is not None and declared != tuple(input_shape):
+            raise ValueError(f"layer '{layer.name}' declares input_shape {declared} but receives "
+                             f"{tuple(input_shape)} from the layer before it")
 
     def build(self, input_shape: Sequence[int]) -> None:
         """Build every layer for inputs of ``input_shape`` (no batch axis)."""
@@ -123,11 +149,34 @@ class Sequential:
                 raise ValueError(f"model '{self.name}' was built for input shape "
                                  f"{self.input_shape}, not {shape}")
             return
-        for i, layer in enumerate(self.layers):
-            self._build_layer(i, shape)
-            shape = layer.output_shape
+        newly_built = []
+        try:
+            for i, layer in enumerate(self.layers):
+                if not layer.built:
+                    newly_built.append(layer)
+                self._build_layer(i, shape)
+                shape = layer.output_shape
+        except BaseException:  # all or nothing: a later call may build for another shape
+            for layer in newly_built:
+                layer.unbuild()
+            raise
         self.input_shape = Layer._as_shape(input_shape)
         self.built = True
+
+    def weight_specs(self, input_shape: Sequence[int]) -> list[WeightSpecs]:
+        """Each layer's :meth:`~Layer.weight_specs` for model inputs of ``input_shape``: what
+        :meth:`build` would allocate (in the model dtype), computed without building or
+        allocating anything. Raises the ValueError that :meth:`build` would."""
+        if self.built:
+            raise ValueError(f"model '{self.name}' is already built; see get_weights()")
+        shape = Layer._as_shape(input_shape)
+        specs = []
+        for layer in self.layers:
+            self._check_declared_shape(layer, shape)
+            output_shape = layer.compute_output_shape(shape)
+            specs.append(layer.weight_specs(shape))
+            shape = tuple(output_shape)
+        return specs
 
     def _require_built(self, what: str) -> None:
         if not self.built:
@@ -194,12 +243,15 @@ class Sequential:
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "Sequential":
-        layers = [get_layer_class(spec["class_name"]).from_config(spec["config"])
-                  for spec in config["layers"]]
-        model = cls(layers, name=config.get("name", "sequential"),
-                    dtype=config.get("dtype", "float32"))
-        if config.get("input_shape") is not None:
+    def from_config(cls, config: dict[str, Any], build: bool = True) -> "Sequential":
+        """The model :meth:`get_config` describes, built when its input shape is known; with
+        ``build=False`` unbuilt, even when a layer declares the input shape (so that its
+        :meth:`weight_specs` can be checked before anything is allocated)."""
+        model = cls(name=config.get("name", "sequential"), dtype=config.get("dtype", "float32"))
+        append = model.add if build else model._append
+        for spec in config["layers"]:
+            append(get_layer_class(spec["class_name"]).from_config(spec["config"]))
+        if build and config.get("input_shape") is not None:
             model.build(config["input_shape"])
         return model
 
@@ -212,9 +264,8 @@ class Sequential:
             metrics = [metrics]
         chosen = [metrics_mod.get(m) for m in metrics or () if m != "loss"]
         if isinstance(self.loss, losses_mod.BinaryCrossentropy) and self.loss.from_logits:
-            for m in chosen:
-                if isinstance(m, metrics_mod.Accuracy):
-                    m.threshold = 0.0
+            chosen = [_logits_accuracy(m) if isinstance(m, metrics_mod.Accuracy) else m
+                      for m in chosen]
         self.metrics = chosen
 
     def compile_config(self) -> dict[str, Any]:

@@ -20,11 +20,13 @@ make every later update of them about a hundred times slower. Otherwise the rule
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
 from . import schedules
+from ._checks import check_bool, check_positive
 from .backend import BACKENDS, resolve
 from .schedules import LearningRate, LearningRateSchedule
 
@@ -33,8 +35,8 @@ ParamTriple = tuple[str, np.ndarray, np.ndarray]
 
 def _non_negative(value: Any, name: str) -> float:
     value = float(value)
-    if not value >= 0:
-        raise ValueError(f"{name} must be >= 0; received {name}={value}")
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a finite number >= 0; received {name}={value}")
     return value
 
 
@@ -43,6 +45,15 @@ def _beta(value: Any, name: str) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{name} must be in [0, 1); received {name}={value}")
     return value
+
+
+def _iterations(value: Any) -> int:
+    """A saved update count: an integer >= 0 (a scalar array or a Python int)."""
+    value = np.asarray(value)
+    if value.shape != () or value.dtype.kind not in "iu" or value < 0:
+        raise ValueError(f"optimizer state 'iterations' must be an integer >= 0; "
+                         f"received {value!r}")
+    return int(value)
 
 
 class Optimizer:
@@ -60,9 +71,7 @@ class Optimizer:
     @learning_rate.setter
     def learning_rate(self, value: LearningRate) -> None:
         if not isinstance(value, LearningRateSchedule):
-            value = float(value)
-            if not value > 0:
-                raise ValueError(f"learning_rate must be > 0; received learning_rate={value}")
+            value = check_positive(value, "learning_rate")
         self._learning_rate = value
 
     def current_learning_rate(self) -> float:
@@ -143,7 +152,7 @@ class Optimizer:
             if not sep:
                 raise ValueError(f"bad optimizer state entry {name!r} (expected 'slot:key')")
             slots.setdefault(slot, {})[key] = np.array(value, copy=True)
-        self.iterations = int(state["iterations"])
+        self.iterations = _iterations(state["iterations"])
         self.slots = slots
 
     def __repr__(self) -> str:
@@ -160,7 +169,7 @@ class SGD(Optimizer):
                  nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__(learning_rate, weight_decay)
         self.momentum = _beta(momentum, "momentum")
-        self.nesterov = bool(nesterov)
+        self.nesterov = check_bool(nesterov, "nesterov")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
 
@@ -222,7 +231,7 @@ class RMSprop(Optimizer):
         self.rho = _beta(rho, "rho")
         self.momentum = _beta(momentum, "momentum")
         self.epsilon = _non_negative(epsilon, "epsilon")
-        self.centered = bool(centered)
+        self.centered = check_bool(centered, "centered")
 
     def update(self, key: str, param: np.ndarray, grad: np.ndarray, lr: float) -> None:
         square = self._slot("square_avg", key, param)

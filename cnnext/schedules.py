@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Union
 
+from ._checks import check_bool, check_positive
+
 
 class LearningRateSchedule:
     def __call__(self, step: int) -> float:
@@ -22,21 +24,14 @@ class LearningRateSchedule:
         return f"{type(self).__name__}({args})"
 
 
-def _positive(value: Any, name: str) -> float:
-    value = float(value)
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0; received {name}={value}")
-    return value
-
-
 class StepDecay(LearningRateSchedule):
     """``initial_learning_rate * gamma ** (step // step_size)`` (PyTorch's StepLR, counted in
     updates)."""
 
     def __init__(self, initial_learning_rate: float, step_size: int, gamma: float = 0.1):
-        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate")
-        self.step_size = int(_positive(step_size, "step_size"))
-        self.gamma = _positive(gamma, "gamma")
+        self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
+        self.step_size = int(check_positive(step_size, "step_size"))
+        self.gamma = check_positive(gamma, "gamma")
 
     def __call__(self, step: int) -> float:
         return self.initial_learning_rate * self.gamma ** (step // self.step_size)
@@ -48,10 +43,10 @@ class ExponentialDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate: float, decay_steps: int, decay_rate: float,
                  staircase: bool = False):
-        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = int(_positive(decay_steps, "decay_steps"))
-        self.decay_rate = _positive(decay_rate, "decay_rate")
-        self.staircase = bool(staircase)
+        self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
+        self.decay_steps = int(check_positive(decay_steps, "decay_steps"))
+        self.decay_rate = check_positive(decay_rate, "decay_rate")
+        self.staircase = check_bool(staircase, "staircase")
 
     def __call__(self, step: int) -> float:
         exponent = step / self.decay_steps
@@ -65,8 +60,8 @@ class CosineDecay(LearningRateSchedule):
     ``decay_steps`` updates, then constant (Keras' CosineDecay without warm-up)."""
 
     def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0):
-        self.initial_learning_rate = _positive(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = int(_positive(decay_steps, "decay_steps"))
+        self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
+        self.decay_steps = int(check_positive(decay_steps, "decay_steps"))
         self.alpha = float(alpha)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1]; received alpha={alpha}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import pkgutil
 import subprocess
 import sys
 import zipfile
@@ -29,6 +30,20 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 def test_extension_imports(name: str) -> None:
     module = importlib.import_module(f"cnnext._ext.{name}")
     assert Path(module.__file__).suffix in (".so", ".pyd")
+
+
+PUBLIC_MODULES = sorted(
+    info.name for info in pkgutil.walk_packages(cnnext.__path__, "cnnext.")
+    if not any(part.startswith("_") for part in info.name.split("."))
+)
+
+
+@pytest.mark.parametrize("name", ["cnnext", *PUBLIC_MODULES])
+def test_star_import_of_every_public_module(name: str) -> None:
+    module = importlib.import_module(name)
+    namespace: dict = {}
+    exec(f"from {name} import *", namespace)  # an __all__ naming a missing attribute fails here
+    assert set(getattr(module, "__all__", ())) <= set(namespace)
 
 
 def test_compiled_backend_provides_every_op() -> None:

@@ -192,14 +192,38 @@ def test_missing_and_unsupported_images(trained, tmp_path):
                           "unsupported image type '.jpg'")
 
 
-def test_unknown_preset_and_optimizer():
-    assert_one_error_line(run("train", "--preset", "resnet50"), "unknown preset 'resnet50'",
-                          "lenet5")
-    assert_one_error_line(run("train", "--optimizer", "lbfgs", "--data", SAMPLE, "--limit", "8"),
-                          "unknown optimizer 'lbfgs'")
+@pytest.mark.parametrize("limit", [100, 500], ids=["over-twice-the-limit", "over-the-limit"])
+def test_png_over_the_decompression_bomb_limit(trained, tmp_path, monkeypatch, limit):
+    image_module = pytest.importorskip("PIL.Image")
+    path = tmp_path / "bomb.png"
+    image_module.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+    monkeypatch.setattr(image_module, "MAX_IMAGE_PIXELS", limit)  # 784 pixels are too many
+    assert_one_error_line(run("predict", str(trained["model"]), str(path)),
+                          f"{path}: image too large to read")
+
+
+def test_npz_archive_named_npy(trained, tmp_path):
+    path = tmp_path / "archive.npy"
+    with open(path, "wb") as f:
+        np.savez(f, image=np.zeros((28, 28), np.uint8))
+    assert_one_error_line(run("predict", str(trained["model"]), str(path)),
+                          f"{path}: not a readable .npy image")
+
+
+def test_unwritable_curve_fails_before_loading_the_data(tmp_path, monkeypatch):
+    def load_fashion_mnist(path=None):
+        raise AssertionError("the data set was loaded")
+
+    monkeypatch.setattr(datasets, "load_fashion_mnist", load_fashion_mnist)
+    curve = tmp_path / "nodir" / "c.png"
+    assert_one_error_line(run("train", "--output", str(tmp_path / "m.npz"), "--curve", str(curve)),
+                          f"cannot write {str(curve)!r}")
 
 
 @pytest.mark.parametrize("argv, fragment", [
+    (["train", "--preset", "resnet50"], "argument --preset: invalid choice: 'resnet50'"),
+    (["train", "--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["train", "--seed", "-1"], "argument --seed: expected an integer >= 0, got '-1'"),
     (["train", "--epochs", "0"], "--epochs: expected a positive integer, got '0'"),
     (["train", "--lr", "-1"], "--lr: expected a positive number, got '-1'"),
     (["train", "--lr", "nan"], "--lr: expected a positive number"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import zipfile
@@ -9,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from cnnext import model_file
+from cnnext import initializers, model_file
 from cnnext import layers as L
 from cnnext.io import ModelFileError, load_model, save_model
 from cnnext.model_file import HEADER_KEY
@@ -303,11 +304,65 @@ def test_npy_preamble_disagreeing_with_header(saved):
     _load_fails(saved, r"'layers/3/params/bias' is <f4\[2, 2\], expected <f4\[4\]")
 
 
-def test_model_too_large_to_build(saved):
+def test_huge_layer_is_refused_from_its_shapes_before_anything_is_allocated(saved, monkeypatch):
     header, arrays = _contents(saved)
     header["model_config"]["layers"][3]["config"]["units"] = 10**13
     _rewrite(saved, header, arrays)
+    monkeypatch.setattr(L.Layer, "create_weights", lambda *args: pytest.fail("weights allocated"))
+    _load_fails(saved, r"'layers/3/params/kernel' has shape \[27, 4\] .*expects shape "
+                       r"\[27, 10000000000000\]")
+
+
+def test_tiny_file_declaring_a_huge_layer_without_arrays(tmp_path):
+    """A ~1 KB file declaring a 100000 x 100000 Dense (40 GB) is refused at once."""
+    path = tmp_path / "big.npz"
+    save_model(Sequential([L.Dense(2, input_shape=(4,))]), path)
+    header, _ = _contents(path)
+    header["model_config"]["input_shape"] = [100_000]
+    header["model_config"]["layers"][0]["config"].update(input_shape=[100_000], units=100_000)
+    header["arrays"] = []
+    _rewrite(path, header, {})
+    _load_fails(path, r"layer 0 \('dense', Dense\) expects params \['kernel', 'bias'\] but the "
+                      r"file has \[\]")
+
+
+def test_model_too_large_to_build(saved, monkeypatch):
+    def out_of_memory(shape, rng, dtype):
+        raise MemoryError
+
+    monkeypatch.setitem(initializers.INITIALIZERS, "glorot_uniform", out_of_memory)
     _load_fails(saved, "too large to build")
+
+
+def test_big_endian_weight_names_its_byte_order(saved):
+    header, arrays = _contents(saved)
+    entry = next(e for e in header["arrays"] if e["name"] == "layers/3/params/bias")
+    arrays["layers/3/params/bias"] = arrays["layers/3/params/bias"].astype(">f4")
+    entry["dtype"] = ">f4"
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, r"'layers/3/params/bias' has shape \[4\] dtype >f4 but layer 3 \('dense'\) "
+                       r"expects shape \[4\] dtype float32")
+
+
+def test_config_boolean_given_as_a_string(saved):
+    header, arrays = _contents(saved)
+    header["model_config"]["layers"][0]["config"]["trainable"] = "no"
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "invalid model_config: trainable must be True or False; "
+                       "received trainable='no'")
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("learning_rate", math.inf, "learning_rate must be a finite number > 0"),
+    ("weight_decay", math.inf, "weight_decay must be a finite number >= 0"),
+    ("beta_1", 1.0, r"beta_1 must be in \[0, 1\)"),
+    ("epsilon", math.inf, "epsilon must be a finite number >= 0"),
+])
+def test_optimizer_hyper_parameter_out_of_range(saved, key, value, match):
+    header, arrays = _contents(saved)
+    header["compile_config"]["optimizer"]["config"][key] = value
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "invalid compile_config: .*" + match)
 
 
 def _rename_optimizer_entry(header, arrays, old_key, new_key, value=None):
@@ -337,6 +392,14 @@ def test_optimizer_iterations_must_be_a_scalar_int(saved):
     _rename_optimizer_entry(header, arrays, "iterations", "iterations", np.array([1.5]))
     _rewrite(saved, header, arrays)
     _load_fails(saved, "optimizer state 'iterations' .* does not match a scalar integer")
+
+
+def test_negative_optimizer_iterations(saved):
+    header, arrays = _contents(saved)
+    _rename_optimizer_entry(header, arrays, "iterations", "iterations", np.array(-1))
+    _rewrite(saved, header, arrays)
+    _load_fails(saved, "invalid optimizer state: optimizer state 'iterations' must be an integer "
+                       ">= 0")
 
 
 def test_optimizer_state_without_compile_config(saved):

@@ -222,6 +222,10 @@ def test_build_errors_name_the_layer(layer, input_shape, match):
     (lambda: L.Dense(-1), "units"),
     (lambda: L.Dense(2, name=""), "name"),
     (lambda: L.BatchNormalization(momentum=1.5), "momentum"),
+    (lambda: L.Dense(2, use_bias="no"), "use_bias must be True or False; received use_bias='no'"),
+    (lambda: L.Conv2D(2, 3, use_bias=1), "use_bias must be True or False"),
+    (lambda: L.Flatten(trainable="no"), "trainable must be True or False"),
+    (lambda: L.Dropout(0.5, seed=-1), "seed must be an int >= 0 or None; received seed=-1"),
 ])
 def test_constructor_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
@@ -277,6 +281,7 @@ def test_registry_aliases_and_unknown_names():
     assert get_layer_class("AveragePooling2D") is L.AvgPool2D
     assert get_layer_class("UpSampling2D") is L.UpSample2D
     assert get_layer_class("Pool2d") is L.Pool2D
+    assert all(getattr(L, alias) is cls for alias, cls in L.ALIASES.items())
     with pytest.raises(ValueError, match="unknown layer class 'Conv3D'"):
         get_layer_class("Conv3D")
 

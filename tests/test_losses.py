@@ -70,6 +70,29 @@ def test_soft_labels_are_accepted():
     assert loss.logits_value_and_grad(t, z)[0] == pytest.approx(expected)
 
 
+def test_smoothed_float32_labels_are_accepted():
+    k, smoothing = 10, 0.1
+    y = np.full((5, k), smoothing / k, np.float32)
+    y[np.arange(5), [0, 3, 9, 2, 2]] += np.float32(1 - smoothing)
+    t = losses.get("categorical_crossentropy").prepare_targets(y, (k,), np.dtype("float32"))
+    np.testing.assert_array_equal(t, y)
+
+
+@pytest.mark.parametrize("y, output_shape, problem", [
+    (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), (3,), r"row y\[1\] sums to 2"),
+    (np.array([[0.5, 0.25, 0.0]]), (3,), r"row y\[0\] sums to 0.75"),
+    (np.array([[1.5, -0.5, 0.0]]), (3,), r"row y\[0\] has negative values"),
+    (np.array([[[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 1.0]]]]), (2, 2, 2),
+     r"row y\[0, 1, 1\] sums to 2"),
+], ids=["multi-hot", "scaled", "negative", "per-pixel"])
+def test_categorical_targets_must_be_probability_rows(y, output_shape, problem):
+    """The fused gradient (p - t) / M is the loss gradient only for rows summing to 1."""
+    loss = losses.get("categorical_crossentropy")
+    with pytest.raises(ValueError, match="categorical_crossentropy targets must be probability "
+                                         r"rows .*" + problem):
+        loss.prepare_targets(y, output_shape, np.dtype("float64"))
+
+
 @pytest.mark.parametrize("shape", [(6, 1), (3, 4)])
 def test_binary_crossentropy_forms(shape, numerical_grad):
     loss = losses.get("binary_crossentropy")
@@ -95,6 +118,8 @@ def test_from_logits_value_uses_logits():
         -np.mean(np.log(softmax(z)[np.arange(3), [1, 2, 3]])))
     with pytest.raises(ValueError, match="from_logits"):
         losses.MeanSquaredError(from_logits=True)
+    with pytest.raises(TypeError, match="from_logits must be True or False"):
+        losses.BinaryCrossentropy(from_logits="true")
 
 
 def test_targets_preparation():

@@ -261,6 +261,95 @@ def test_auto_names_are_unique_and_explicit_duplicates_fail():
         model.add(L.Dense(2, name="dense_1"))
 
 
+class NameCountingFlatten(L.Flatten):
+    """A Flatten that counts how often any instance's name is read."""
+
+    reads = 0
+
+    @property
+    def name(self) -> str:
+        NameCountingFlatten.reads += 1
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+
+def test_adding_a_layer_does_not_scan_the_earlier_ones():
+    model = Sequential([L.Flatten(input_shape=(2,))])
+    NameCountingFlatten.reads = 0
+    for _ in range(300):
+        model.add(NameCountingFlatten())
+    assert NameCountingFlatten.reads < 10 * 300  # a scan per add would be ~45,000
+    assert model.layers[-1].name == "name_counting_flatten_299"
+    assert len({layer.name for layer in model.layers}) == 301
+
+
+def test_auto_names_skip_explicitly_taken_ones_and_same_layer_twice_fails():
+    model = Sequential([L.Dense(2, input_shape=(3,)), L.Dense(2, name="dense_1"), L.Dense(2)])
+    assert [layer.name for layer in model.layers] == ["dense", "dense_1", "dense_2"]
+    with pytest.raises(ValueError, match="layer 'dense_2' is already in model 'sequential'"):
+        model.add(model.layers[-1])
+
+
+def test_failed_lazy_build_leaves_the_model_buildable():
+    def make():
+        return Sequential([L.Conv2D(4, 3), L.MaxPool2D(2), L.Conv2D(8, 3), L.Flatten(),
+                           L.Dense(10)], seed=0)
+
+    model = make()
+    with pytest.raises(ValueError, match="larger than its padded input"):
+        model.predict(np.zeros((1, 6, 6, 1), np.float32))  # too small for the second conv
+    assert not model.built
+    assert not any(layer.built or layer.params for layer in model.layers)
+    x = RNG.standard_normal((2, 12, 12, 1)).astype(np.float32)
+    np.testing.assert_array_equal(model.predict(x), make().predict(x))
+
+
+def test_failed_build_keeps_layers_that_were_built_before():
+    dense = L.Dense(3)
+    dense(np.ones((1, 4), np.float32))
+    kernel = dense.params["kernel"].copy()
+    model = Sequential([dense, L.Conv2D(2, 3)])
+    with pytest.raises(ValueError, match=r"\(H, W, C\)"):
+        model.build((4,))
+    assert dense.built and not model.layers[1].built
+    np.testing.assert_array_equal(dense.params["kernel"], kernel)
+
+
+def test_weight_specs_describe_what_build_allocates():
+    model = every_layer_model("numpy")
+    config = model.get_config()
+    specs = Sequential.from_config(config, build=False).weight_specs(config["input_shape"])
+    for layer, layer_specs in zip(model.layers, specs):
+        for kind in ("params", "state"):
+            built = getattr(layer, kind)
+            assert list(layer_specs[kind]) == list(built)
+            assert all(spec.shape == built[key].shape for key, spec in layer_specs[kind].items())
+    with pytest.raises(ValueError, match="already built"):
+        model.weight_specs((8, 8, 2))
+
+
+def test_compile_leaves_the_callers_metric_objects_unchanged():
+    from cnnext import losses, metrics
+
+    x = RNG.standard_normal((40, 5))
+    y = (RNG.random(40) < 0.5).astype(int)
+    accuracy = metrics.Accuracy()
+    logits = Sequential([L.Dense(1, input_shape=(5,))], seed=1)
+    logits.compile("sgd", losses.BinaryCrossentropy(from_logits=True), [accuracy])
+    assert accuracy.threshold == 0.5 and logits.metrics[0].threshold == 0.0
+    probabilities = Sequential([L.Dense(1, activation="sigmoid", input_shape=(5,))], seed=1)
+    probabilities.compile("sgd", "binary_crossentropy", [accuracy])
+    p = probabilities.predict(x)
+    expected = np.mean((p[:, 0] > 0.5) == (y > 0.5))
+    assert probabilities.evaluate(x, y, return_dict=True)["accuracy"] == pytest.approx(expected)
+    z = logits.predict(x)
+    assert logits.evaluate(x, y, return_dict=True)["accuracy"] == pytest.approx(
+        np.mean((z[:, 0] > 0) == (y > 0.5)))
+
+
 def test_build_from_first_batch_and_config_round_trip():
     model = Sequential([L.Conv2D(2, 3), L.Flatten(), L.Dense(3, activation="softmax")], seed=1)
     assert not model.built

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -61,10 +62,14 @@ def test_nan_and_inf_inputs():
     (np.array([0, -1, 2, 1]), "label -1 is out of range"),
     (np.eye(4), r"labels of shape \(4, 4\) do not fit.*\(N, 3\)"),
     (np.array([0.5, 1, 2, 1]), "integers"),
+    (np.array([0, 1e20, 2, 1]), "label 100000000000000000000 is out of range"),
+    (np.array([0, -3.0, 2, 1]), "label -3 is out of range"),
 ])
 def test_label_mismatches(y, match):
-    with pytest.raises(ValueError, match=match):
-        model().fit(X, y, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. no RuntimeWarning from casting huge floats
+        with pytest.raises(ValueError, match=match):
+            model().fit(X, y, verbose=0)
 
 
 def test_label_errors_for_other_losses():

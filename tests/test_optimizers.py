@@ -199,6 +199,10 @@ def test_schedules_values():
     assert step(2) == 0.5 and step(3) == pytest.approx(0.05)
     with pytest.raises(ValueError, match="decay_steps"):
         schedules.CosineDecay(1.0, decay_steps=0)
+    with pytest.raises(ValueError, match="initial_learning_rate must be a finite number > 0"):
+        schedules.StepDecay(math.inf, step_size=2)
+    with pytest.raises(TypeError, match="staircase must be True or False"):
+        schedules.ExponentialDecay(1.0, decay_steps=10, decay_rate=0.5, staircase="yes")
     with pytest.raises(ValueError, match="unknown learning-rate schedule"):
         schedules.deserialize({"class_name": "OneCycle"})
 
@@ -229,6 +233,12 @@ def test_loss_falls_on_a_tiny_problem(name):
 def test_optimizer_argument_errors():
     with pytest.raises(ValueError, match="learning_rate"):
         optimizers.SGD(learning_rate=0)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        optimizers.SGD(learning_rate=math.inf)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
+        optimizers.AdamW(weight_decay=math.inf)
+    with pytest.raises(TypeError, match="centered must be True or False; received centered='no'"):
+        optimizers.RMSprop(centered="no")
     with pytest.raises(ValueError, match="nesterov"):
         optimizers.SGD(nesterov=True)
     with pytest.raises(ValueError, match="beta_1"):
@@ -237,6 +247,10 @@ def test_optimizer_argument_errors():
         optimizers.get("lbfgs")
     with pytest.raises(ValueError, match="iterations"):
         optimizers.Adam().set_state({})
+    with pytest.raises(ValueError, match="'iterations' must be an integer >= 0"):
+        optimizers.Adam().set_state({"iterations": np.array(-1)})
+    with pytest.raises(ValueError, match="'iterations' must be an integer >= 0"):
+        optimizers.Adam().set_state({"iterations": np.array(2.5)})
     opt = optimizers.Adam()
     opt.set_state({"iterations": np.array(1), "m:w": np.zeros(2), "v:w": np.zeros(2)})
     with pytest.raises(ValueError, match="shape"):

@@ -33,6 +33,7 @@ ALIASES: dict[str, type[Layer]] = {
 Conv2d, Pool2d, MaxPooling2D, MinPooling2D = Conv2D, Pool2D, MaxPool2D, MinPool2D
 AveragePooling2D = AvgPooling2D = AvgPool2D
 UpSampling2D = UpSample2D
+BatchNorm = BatchNormalization
 
 
 def get_layer_class(class_name: str) -> type[Layer]:

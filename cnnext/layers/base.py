@@ -13,14 +13,26 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from .. import activations
+from .. import activations, initializers
+from .._checks import check_bool
 from ..workspace import Workspace
 
 Shape = tuple[int, ...]
+
+
+class WeightSpec(NamedTuple):
+    """The shape of one weight array and the name of the initializer that creates it."""
+
+    shape: Shape
+    initializer: str
+
+
+# {"params": {key: spec}, "state": {key: spec}}, each dict in the layer's fixed key order.
+WeightSpecs = dict[str, dict[str, WeightSpec]]
 
 
 def _snake_case(name: str) -> str:
@@ -50,7 +62,7 @@ def check_spatial_input(layer: "Layer", input_shape: Shape) -> None:
 
 class Layer:
     """Base class. Subclasses override :meth:`compute_output_shape`, :meth:`forward`,
-    :meth:`backward`, and, when they hold weights, :meth:`create_weights` and :meth:`get_config`.
+    :meth:`backward`, and, when they hold weights, :meth:`weight_specs` and :meth:`get_config`.
 
     ``input_shape`` (optional, without the batch axis) declares the model input when the layer is
     the first one of a :class:`~cnnext.models.Sequential`. ``dtype``, ``backend`` (None: the
@@ -79,7 +91,7 @@ class Layer:
         self.declared_input_shape: Optional[Shape] = (
             None if input_shape is None else self._as_shape(input_shape)
         )
-        self.trainable = bool(trainable)
+        self.trainable = check_bool(trainable, "trainable")
         self.built = False
         self.input_shape: Optional[Shape] = self.declared_input_shape
         self.output_shape: Optional[Shape] = None
@@ -108,8 +120,17 @@ class Layer:
         """Output shape (no batch axis) for ``input_shape``; ValueError when it cannot work."""
         return tuple(input_shape)
 
+    def weight_specs(self, input_shape: Shape) -> WeightSpecs:
+        """The weights :meth:`create_weights` makes for ``input_shape``, computed without
+        allocating them (layers without weights have none)."""
+        return {"params": {}, "state": {}}
+
     def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
-        """Fill ``params``/``state`` for ``input_shape`` (layers without weights do nothing)."""
+        """Fill ``params``/``state`` as :meth:`weight_specs` describes, in the layer dtype,
+        drawing from ``rng`` in key order."""
+        for kind, specs in self.weight_specs(input_shape).items():
+            setattr(self, kind, {key: initializers.get(init)(shape, rng, self.dtype)
+                                 for key, (shape, init) in specs.items()})
 
     def build(self, input_shape: Sequence[int]) -> None:
         """Validate ``input_shape`` (no batch axis), set the shapes and create the weights."""
@@ -126,6 +147,14 @@ class Layer:
         self.grads = {key: np.zeros_like(p) for key, p in self.params.items()}
         self.input_shape = shape
         self.built = True
+
+    def unbuild(self) -> None:
+        """Undo :meth:`build`: drop the weights and the shapes (a model does this when building
+        fails part way, so that the layer can be built again for another input shape)."""
+        self.params, self.grads, self.state = {}, {}, {}
+        self.input_shape = self.declared_input_shape
+        self.output_shape = None
+        self.built = False
 
     def __getstate__(self) -> dict[str, Any]:
         """Copies (``copy.deepcopy``) and pickles leave the per-thread workspaces behind."""

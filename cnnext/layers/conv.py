@@ -6,6 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import activations, initializers
+from .._checks import check_bool
 from ..backend import resolve
 from ..shapes import (
     check_padding,
@@ -16,7 +17,14 @@ from ..shapes import (
     resolve_padding,
     to_pair,
 )
-from .base import ActivatedLayer, Shape, check_positive_int, check_spatial_input
+from .base import (
+    ActivatedLayer,
+    Shape,
+    WeightSpec,
+    WeightSpecs,
+    check_positive_int,
+    check_spatial_input,
+)
 
 
 class Conv2D(ActivatedLayer):
@@ -46,7 +54,7 @@ class Conv2D(ActivatedLayer):
         self.strides = to_pair(strides, "strides")
         self.dilation_rate = to_pair(dilation_rate, "dilation_rate")
         self.padding = check_padding(padding)
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool(use_bias, "use_bias")
         self.kernel_initializer = initializers.check(kernel_initializer)
         self.bias_initializer = initializers.check(bias_initializer)
         self.pads: Optional[tuple[int, int, int, int]] = None
@@ -69,12 +77,12 @@ class Conv2D(ActivatedLayer):
         return (*conv_output_hw(in_hw, self.kernel_size, self.strides, pads, self.dilation_rate),
                 self.filters)
 
-    def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
+    def weight_specs(self, input_shape: Shape) -> WeightSpecs:
         shape = (*self.kernel_size, input_shape[2], self.filters)
-        self.params = {"kernel": initializers.get(self.kernel_initializer)(shape, rng, self.dtype)}
+        params = {"kernel": WeightSpec(shape, self.kernel_initializer)}
         if self.use_bias:
-            init = initializers.get(self.bias_initializer)
-            self.params["bias"] = init((self.filters,), rng, self.dtype)
+            params["bias"] = WeightSpec((self.filters,), self.bias_initializer)
+        return {"params": params, "state": {}}
 
     def forward_fused_relu(self, x: np.ndarray) -> np.ndarray:
         """Inference forward pass of a layer whose activation is ReLU, the ReLU applied inside the

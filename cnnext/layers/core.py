@@ -6,8 +6,17 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import initializers
+from .._checks import check_bool
 from ..backend import resolve
-from .base import ActivatedLayer, Layer, Shape, check_float, check_positive_int
+from .base import (
+    ActivatedLayer,
+    Layer,
+    Shape,
+    WeightSpec,
+    WeightSpecs,
+    check_float,
+    check_positive_int,
+)
 
 
 class Dense(ActivatedLayer):
@@ -25,7 +34,7 @@ class Dense(ActivatedLayer):
     ):
         super().__init__(activation=activation, **kwargs)
         self.units = check_positive_int(units, "units")
-        self.use_bias = bool(use_bias)
+        self.use_bias = check_bool(use_bias, "use_bias")
         self.kernel_initializer = initializers.check(kernel_initializer)
         self.bias_initializer = initializers.check(bias_initializer)
         self._x2: Optional[np.ndarray] = None
@@ -33,12 +42,11 @@ class Dense(ActivatedLayer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (*input_shape[:-1], self.units)
 
-    def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
-        shape = (input_shape[-1], self.units)
-        self.params = {"kernel": initializers.get(self.kernel_initializer)(shape, rng, self.dtype)}
+    def weight_specs(self, input_shape: Shape) -> WeightSpecs:
+        params = {"kernel": WeightSpec((input_shape[-1], self.units), self.kernel_initializer)}
         if self.use_bias:
-            init = initializers.get(self.bias_initializer)
-            self.params["bias"] = init((self.units,), rng, self.dtype)
+            params["bias"] = WeightSpec((self.units,), self.bias_initializer)
+        return {"params": params, "state": {}}
 
     def affine_forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
@@ -100,6 +108,9 @@ class Dropout(Layer):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"Dropout rate must be in [0, 1); received rate={rate}")
         self.rate = rate
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"Dropout seed must be an int >= 0 or None; received seed={seed!r}")
         self.seed = None if seed is None else int(seed)
         self.rng: Optional[np.random.Generator] = None
         self._mask: Optional[np.ndarray] = None

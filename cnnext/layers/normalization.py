@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .base import Layer, Shape, check_float
+from .base import Layer, Shape, WeightSpec, WeightSpecs, check_float
 
 
 class BatchNormalization(Layer):
@@ -31,11 +31,11 @@ class BatchNormalization(Layer):
         self._inv_std: Optional[np.ndarray] = None
         self._training = False
 
-    def create_weights(self, input_shape: Shape, rng: np.random.Generator) -> None:
-        c = input_shape[-1]
-        self.params = {"gamma": np.ones(c, self.dtype), "beta": np.zeros(c, self.dtype)}
-        self.state = {"moving_mean": np.zeros(c, self.dtype),
-                      "moving_variance": np.ones(c, self.dtype)}
+    def weight_specs(self, input_shape: Shape) -> WeightSpecs:
+        c = (input_shape[-1],)
+        return {"params": {"gamma": WeightSpec(c, "ones"), "beta": WeightSpec(c, "zeros")},
+                "state": {"moving_mean": WeightSpec(c, "zeros"),
+                          "moving_variance": WeightSpec(c, "ones")}}
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         x2 = x.reshape(-1, x.shape[-1])
