@@ -104,10 +104,12 @@ class Optimizer:
 
     def _operands(self, param: np.ndarray, grad: np.ndarray,
                   *slots: Optional[np.ndarray]) -> tuple[Any, np.ndarray]:
-        """``(kernels, grad)`` as the update op takes them: the compiled ops need one
-        C-contiguous float dtype and shape for all arrays (``grad`` is converted), anything
-        else goes through the NumPy twin."""
+        """``(kernels, grad)`` as the update op takes them: ``grad`` in ``param``'s float dtype
+        on either backend (so both compute in that precision); the compiled ops also need one
+        C-contiguous dtype and shape for all arrays, anything else goes through the NumPy twin."""
         kernels = resolve(self._backend)
+        if param.dtype.char in "fd":
+            grad = np.asarray(grad, dtype=param.dtype)
         if kernels is BACKENDS["numpy"]:
             return kernels, grad
         if not (param.dtype.char in "fd" and param.flags.c_contiguous and param.flags.writeable
@@ -115,7 +117,7 @@ class Optimizer:
                 and all(s is None or (s.dtype == param.dtype and s.flags.c_contiguous)
                         for s in slots)):
             return BACKENDS["numpy"], grad
-        return kernels, np.ascontiguousarray(grad, dtype=param.dtype)
+        return kernels, np.ascontiguousarray(grad)
 
     # --- serialisation --------------------------------------------------------------------------
 

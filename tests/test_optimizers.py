@@ -112,6 +112,35 @@ def test_compiled_updates_equal_the_twin_bit_for_bit(compiled_backend, kind, hp,
         np.testing.assert_array_equal(state_ours[key], state_twin[key], err_msg=key)
 
 
+@pytest.mark.parametrize("kind", ["SGD", "Adam", "RMSprop"])
+def test_a_weight_decay_that_rounds_to_zero_is_skipped_on_both_backends(compiled_backend, kind):
+    """1e-50 is 0 in float32: neither backend adds ``0 * param`` (NaN for an infinite value)."""
+    results = []
+    for backend in ("numpy", compiled_backend):
+        param = np.array([np.inf, 1.0, -2.0], np.float32)
+        getattr(optimizers, kind)(0.1, weight_decay=1e-50).apply(
+            [("w", param, np.full(3, 0.5, np.float32))], backend)
+        results.append(param)
+    assert results[0][0] == np.inf
+    np.testing.assert_array_equal(results[1], results[0])
+
+
+@pytest.mark.parametrize("kind, hp", [("Adam", {}), ("RMSprop", {"centered": True})])
+def test_a_gradient_of_another_dtype_is_applied_in_the_parameter_dtype(compiled_backend, kind,
+                                                                       hp):
+    """A float32 gradient of a float64 parameter: both backends square it in float64 (1e-30
+    squared underflows in float32, which made the twin's RMSprop take sqrt(-x) and Adam divide
+    by zero)."""
+    results = []
+    for backend in ("numpy", compiled_backend):
+        param = np.array([1.0, 2.0])
+        getattr(optimizers, kind)(0.1, **hp).apply(
+            [("w", param, np.array([1e-30, 0.5], np.float32))], backend)
+        results.append(param)
+    assert np.isfinite(results[0]).all()
+    np.testing.assert_array_equal(results[1], results[0])
+
+
 SLOTTED = [(k, hp) for k, hp in CASES[:8] if k != "SGD" or hp.get("momentum")]
 
 

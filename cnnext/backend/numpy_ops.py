@@ -258,12 +258,18 @@ def _flush_subnormal(slot: np.ndarray) -> None:
     slot[np.abs(slot) < np.finfo(slot.dtype).tiny] = 0
 
 
+def _decays(param: np.ndarray, weight_decay: float) -> bool:
+    """Whether ``weight_decay`` is nonzero in ``param``'s dtype (a decay that rounds to 0 there is
+    skipped, as the compiled kernels do, rather than turning an infinite parameter into NaN)."""
+    return bool(param.dtype.type(weight_decay))
+
+
 def sgd_update(param, grad, buf, lr: float, momentum: float, nesterov: bool,
                weight_decay: float) -> None:
     """``g = grad + weight_decay * param``; with a momentum buffer ``buf`` (None without
     momentum) ``buf = momentum * buf + g`` and ``g = g + momentum * buf`` (Nesterov) or ``buf``;
     ``param -= lr * g``."""
-    if weight_decay:
+    if _decays(param, weight_decay):
         grad = grad + weight_decay * param
     if buf is not None:
         buf *= momentum
@@ -279,7 +285,7 @@ def adam_update(param, grad, m, v, lr: float, beta_1: float, beta_2: float, epsi
     ``g = grad + weight_decay * param``; ``m = beta_1 m + (1 - beta_1) g``,
     ``v = beta_2 v + (1 - beta_2) g^2``;
     ``param -= lr / (1 - beta_1^t) * m / (sqrt(v) / sqrt(1 - beta_2^t) + epsilon)``."""
-    if weight_decay:
+    if _decays(param, weight_decay):
         if decoupled:
             param *= 1.0 - lr * weight_decay
         else:
@@ -302,7 +308,7 @@ def rmsprop_update(param, grad, square_avg, grad_avg, buf, lr: float, rho: float
     ``a = sqrt(s - c^2) + epsilon`` with ``c = rho c + (1 - rho) g`` when ``grad_avg`` is given
     (centered), else ``sqrt(s) + epsilon``; with a momentum buffer ``buf``
     ``buf = momentum buf + g / a`` and ``param -= lr * buf``, else ``param -= lr * g / a``."""
-    if weight_decay:
+    if _decays(param, weight_decay):
         grad = grad + weight_decay * param
     square_avg *= rho
     square_avg += (1.0 - rho) * (grad * grad)
