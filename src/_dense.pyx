@@ -12,7 +12,7 @@ or its columns when there are too few rows. Each output value is summed by one t
 order, so results do not depend on the thread count.
 """
 from cython cimport floating
-from cython.parallel cimport parallel, prange
+from cython.parallel cimport prange
 from libc.stddef cimport ptrdiff_t
 
 import numpy as np
@@ -102,24 +102,24 @@ def _product(const floating[:, ::1] a, bint a_transposed, const floating[:, ::1]
 def _product_transposed(const floating[:, ::1] a, const floating[:, ::1] w, floating[:, ::1] wt,
                         floating[:, ::1] c):
     """``c (m, D) = a (m, U) @ w.T`` for ``w (D, U)``, with ``w.T`` first written into ``wt``
-    (U, >= max(D, lanes)) by the same threads. They split the columns of ``c`` when there are
-    enough, so that each thread mostly reads the part of ``wt`` it wrote."""
+    (U, >= max(D, lanes)) by the same threads. Thread t transposes the rows of ``w`` for column
+    tile range t of ``c`` and then computes that range (mostly reading what it wrote), or, with
+    too few column tiles, a range of rows (reading all of ``wt``): two parallel loops, so every
+    thread waits for the whole transpose."""
     cdef ptrdiff_t m = c.shape[0], D = w.shape[0], U = w.shape[1], width = _width(floating is float)
     cdef ptrdiff_t lo, hi
     cdef int t, nt
     cdef bint by_rows
     nt = _threads(m, D, U)[0]
     by_rows = (D + width - 1) // width < nt
-    with nogil, parallel(num_threads=nt):
-        for t in prange(nt, schedule="static"):
-            lo, hi = _tile_bound(D, width, t, nt), _tile_bound(D, width, t + 1, nt)
-            if floating is float:  # the rows of w for this thread's columns of c
-                cnx_transpose_f(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1])
-            else:
-                cnx_transpose_d(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1])
-        for t in prange(nt, schedule="static"):
-            _gemm(&a[0, 0], U, 1, m, U, &wt[0, 0], wt.shape[1], NULL, &c[0, 0], D, t, nt,
-                  by_rows)
+    for t in prange(nt, nogil=True, num_threads=nt, schedule="static"):
+        lo, hi = _tile_bound(D, width, t, nt), _tile_bound(D, width, t + 1, nt)
+        if floating is float:
+            cnx_transpose_f(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1])
+        else:
+            cnx_transpose_d(&w[0, 0] + lo * U, hi - lo, U, &wt[0, 0] + lo, wt.shape[1])
+    for t in prange(nt, nogil=True, num_threads=nt, schedule="static"):
+        _gemm(&a[0, 0], U, 1, m, U, &wt[0, 0], wt.shape[1], NULL, &c[0, 0], D, t, nt, by_rows)
 
 
 def _column_sums(const floating[:, ::1] dy, floating[::1] db):

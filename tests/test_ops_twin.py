@@ -251,6 +251,24 @@ def test_dense_is_bit_identical_for_any_thread_count(compiled_backend, dtype):
                 np.testing.assert_array_equal(g, expected)
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_dense_input_gradient_reads_the_whole_new_transposed_kernel(compiled_backend, threads):
+    """With fewer column tiles of ``dx`` than threads, each thread computes rows of ``dx`` from
+    all of ``w.T``, which one thread transposes into a buffer reused across calls: every thread
+    must wait for the whole transpose, or it would read the previous call's kernel (a fresh
+    ``w`` per call; a missing wait would show only when the timing allows)."""
+    import cnnext
+
+    rng = np.random.default_rng(8)
+    dy = random_values(rng, (2000, 40), np.float32)
+    x = random_values(rng, (2000, 24), np.float32)
+    cnnext.set_num_threads(threads)
+    for _ in range(30):
+        w = random_values(rng, (24, 40), np.float32)
+        dx, _, _ = ops.dense_backward(dy, x, w, backend=compiled_backend)
+        np.testing.assert_allclose(dx, dy.astype(np.float64) @ w.T, rtol=1e-4, atol=1e-4)
+
+
 @SETTINGS
 @given(
     shape=st.lists(st.integers(1, 40), min_size=1, max_size=4),
