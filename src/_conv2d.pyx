@@ -194,6 +194,15 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
         return _weight_grad_planar(dy, x, w, padding, dilation, nt)
     if span >= L and spans <= channel_lanes:
         return _weight_grad_spans(dy, x, w, stride, padding, dilation, nt)
+    return _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt)
+
+
+def _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt):
+    """``(dw, db)`` with output channels in vector lanes: per-chunk partial sums over the batch,
+    added in chunk order."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    _, Ho, Wo, _ = dy.shape
     Fp = _round_up(F, _lanes(x.dtype))
     xpad = _padded_input(x, padding, Wo, KW, stride[1], dilation[1], nt)
     dyp = dy
@@ -204,9 +213,22 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     dwc = scratch("dwc", (chunks, KH, KW * C, Fp), x.dtype)
     dbc = scratch("dbc", (chunks, Fp), x.dtype)
     toff = _tap_offsets(KW, C, dilation[1], cnx_f.rb)
-    _direct_weight_grad(xpad, dyp, toff, dwc, dbc, stride[0], stride[1], dilation[0], nt)
-    dw = np.ascontiguousarray(dwc.sum(axis=0)[..., :F]).reshape(KH, KW, C, F)
-    return dw, np.ascontiguousarray(dbc.sum(axis=0)[:F])
+    dw, db = np.empty(w.shape, dtype=x.dtype), np.empty(F, dtype=x.dtype)
+    _direct_weight_grad(xpad, dyp, toff, dwc, dbc, stride[0], stride[1], dilation[0],
+                        _lane_fold_index(KH * KW * C, F, Fp), dw, db, nt)
+    return dw, db
+
+
+@functools.lru_cache(maxsize=64)
+def _lane_fold_index(taps: int, F: int, Fp: int) -> np.ndarray:
+    """``(taps * F, 1)``: where ``dw[tap, f]`` lies in a chunk ``(taps, Fp)`` of partial sums."""
+    return _read_only((np.arange(taps)[:, None] * Fp + np.arange(F)).reshape(-1, 1))
+
+
+def _read_only(index: np.ndarray) -> np.ndarray:
+    """``index`` made read-only: a cached fold index is shared by every call with its shapes."""
+    index.flags.writeable = False
+    return index
 
 
 def _weight_grad_spans(dy, x, w, stride, padding, dilation, nt):
@@ -222,14 +244,23 @@ def _weight_grad_spans(dy, x, w, stride, padding, dilation, nt):
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
     dwc = scratch("dwc", (chunks, KH, F, nvec * L), x.dtype)
     dbc = scratch("dbc", (chunks, F), x.dtype)
-    _span_weight_grad(xpad, dy, span, dwc, dbc, stride[0], stride[1], dilation[0], nt)
-    by_vector = dwc.sum(axis=0).reshape(KH, F, nvec, L)
-    by_cell = np.empty((KH, F, span), dtype=x.dtype)  # vector v holds the span from min(vL, span-L)
-    for v in range(nvec):
-        start = min(v * L, span - L)
-        by_cell[:, :, start : start + L] = by_vector[:, :, v]
-    dw = by_cell.reshape(KH, F, (KW - 1) * dil_w + 1, C)[:, :, ::dil_w].transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(dw), dbc.sum(axis=0)
+    dw, db = np.empty(w.shape, dtype=x.dtype), np.empty(F, dtype=x.dtype)
+    _span_weight_grad(xpad, dy, span, dwc, dbc, stride[0], stride[1], dilation[0],
+                      _span_fold_index(KH, KW, C, F, L, dil_w), dw, db, nt)
+    return dw, db
+
+
+@functools.lru_cache(maxsize=64)
+def _span_fold_index(KH: int, KW: int, C: int, F: int, L: int, dil_w: int) -> np.ndarray:
+    """``(KH * KW * C * F, 1)``: where ``dw[kh, kw, c, f]`` lies in a chunk ``(KH, F, nvec * L)``
+    of :func:`_span_weight_grad`'s partial sums, whose vector v holds a kernel row's span of
+    cells from ``min(v * L, span - L)`` (the last vector wins the cells it shares)."""
+    span = ((KW - 1) * dil_w + 1) * C
+    nvec = -(-span // L)
+    cell = (np.arange(KW)[:, None] * dil_w * C + np.arange(C)).ravel()
+    column = np.where(cell >= span - L, (nvec - 1) * L + cell - (span - L), cell)
+    row = np.arange(KH)[:, None, None] * F + np.arange(F)
+    return _read_only((row * nvec * L + column[:, None]).reshape(-1, 1))
 
 
 def _weight_grad_planar(dy, x, w, padding, dilation, nt):
@@ -251,9 +282,16 @@ def _weight_grad_planar(dy, x, w, padding, dilation, nt):
     chunks = min(N, WEIGHT_GRAD_CHUNKS)
     dwc = scratch("dwc", (chunks, F, KH * KW, C), x.dtype, zero=True)
     dbc = scratch("dbc", (chunks, F), x.dtype, zero=True)
-    _planar_weight_grad(x, rows, pitch, top, left, dy, qoff, dwc, dbc, planes, dy_planes, nt)
-    dw_ = np.ascontiguousarray(dwc.sum(axis=0).transpose(1, 2, 0)).reshape(KH, KW, C, F)
-    return dw_, dbc.sum(axis=0)
+    dw_, db = np.empty(w.shape, dtype=x.dtype), np.empty(F, dtype=x.dtype)
+    _planar_weight_grad(x, rows, pitch, top, left, dy, qoff, dwc, dbc, planes, dy_planes,
+                        _planar_fold_index(KH * KW * C, F), dw_, db, nt)
+    return dw_, db
+
+
+@functools.lru_cache(maxsize=64)
+def _planar_fold_index(taps: int, F: int) -> np.ndarray:
+    """``(taps * F, 1)``: where ``dw[tap, f]`` lies in a chunk ``(F, taps)`` of partial sums."""
+    return _read_only(np.arange(F * taps).reshape(F, taps).T.reshape(-1, 1))
 
 
 # The expanded-row forward computes blocks of this many output rows (CNX_ROWS of the AVX-512
@@ -307,13 +345,24 @@ def _weight_grad_expanded(dy, x, w, padding, nt):
     padded, pitch = _bordered_buffers(x, padding, nt)
     dwacc = scratch("dwc", (chunks, F, C * KH * KW, L), x.dtype)
     dbacc = scratch("dbc", (chunks, F, L), x.dtype)
+    dw, db = np.empty(w.shape, dtype=x.dtype), np.empty(F, dtype=x.dtype)
     _expanded_weight_grad(x, padding[0], padding[2], dy, dwacc, dbacc, KH, KW, padded, pitch,
-                          nt)
-    dw = np.zeros((C * KH * KW, F), dtype=x.dtype)
-    db = np.zeros((1, F), dtype=x.dtype)
-    _fold_residues(dwacc.sum(axis=0), dw)
-    _fold_residues(dbacc.sum(axis=0).reshape(F, 1, L), db)
-    return np.ascontiguousarray(dw.reshape(C, KH, KW, F).transpose(1, 2, 0, 3)), db.reshape(F)
+                          _residue_fold_index(KH, KW, C, F, L), dw,
+                          _residue_fold_index(1, 1, 1, F, L), db, nt)
+    return dw, db
+
+
+@functools.lru_cache(maxsize=64)
+def _residue_fold_index(KH: int, KW: int, C: int, F: int, L: int) -> np.ndarray:
+    """``(KH * KW * C * F, L)``: where the L partial sums of ``dw[kh, kw, c, f]`` lie in a chunk
+    ``(F, C * KH * KW, L)`` of :func:`_expanded_weight_grad`'s sums by residue (residue p, lane l
+    holds channel ``(p + l) % F``; see :func:`_by_residue`), in order of p, then l."""
+    T = C * KH * KW
+    p, lane = np.divmod(np.arange(F * L), L)
+    by_channel = np.argsort((p + lane) % F, kind="stable")  # each channel's L (p, l), in order
+    offsets = (p * T * L + lane)[by_channel].reshape(F, L)
+    t = np.arange(T).reshape(C, KH, KW).transpose(1, 2, 0)  # dw[kh, kw, c] is row t of (T, F)
+    return _read_only((t[..., None, None] * L + offsets).reshape(-1, L))
 
 
 def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):

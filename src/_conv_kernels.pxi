@@ -212,19 +212,45 @@ cdef inline void _bias_grad(const floating* dy, Py_ssize_t npix, Py_ssize_t F,
         cnx_channel_sums_d(dy, npix, F, db)
 
 
+cdef void _fold_chunks(floating* parts, Py_ssize_t K, Py_ssize_t M, const Py_ssize_t* index,
+                       Py_ssize_t n, Py_ssize_t m, floating* out) noexcept nogil:
+    """Adds the K chunks of ``parts (K, M)`` into chunk 0, in chunk order, then gathers
+    ``out[i] = sum_{j < m} parts[0, index[i * m + j]]`` for ``i < n`` (in order of j; a single
+    term is copied). ``index`` NULL: ``out[i] = parts[0, i]``. No chunks (K = 0): zeros."""
+    cdef Py_ssize_t k, q, i, j
+    cdef floating s
+    if K == 0:
+        memset(out, 0, n * sizeof(floating))
+        return
+    for k in range(1, K):
+        for q in range(M):
+            parts[q] += parts[k * M + q]
+    for i in range(n):
+        if index == NULL:
+            out[i] = parts[i]
+        elif m == 1:
+            out[i] = parts[index[i]]
+        else:
+            s = 0
+            for j in range(m):
+                s = s + parts[index[i * m + j]]
+            out[i] = s
+
+
 def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] dyp,
                         const Py_ssize_t[::1] toff, floating[:, :, :, ::1] dwc,
-                        floating[:, ::1] dbc, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
-    """Per-chunk partial gradients: ``dwc[k] (KH, ntaps, Fp)`` and ``dbc[k] (Fp,)`` summed over
-    chunk k of the batch (chunk k holds samples ``[k*N//K, (k+1)*N//K)``), each cleared by the
-    task that fills it. One task per (chunk, kernel row), so the result does not depend on the
-    thread count."""
+                        floating[:, ::1] dbc, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                        const Py_ssize_t[:, ::1] dw_index, floating[:, :, :, ::1] dw,
+                        floating[::1] db, int nt):
+    """Weight and bias gradients ``dw (KH, KW, C, F)`` and ``db (F,)``: per-chunk partial sums
+    ``dwc[k] (KH, ntaps, Fp)`` and ``dbc[k] (Fp,)`` over chunk k of the batch (chunk k holds
+    samples ``[k*N//K, (k+1)*N//K)``), each cleared by the task that fills it, then folded (see
+    :func:`_fold_chunks`; ``dw_index`` from :func:`_lane_fold_index`). One task per (chunk, kernel
+    row), so the result does not depend on the thread count."""
     cdef Py_ssize_t N = dyp.shape[0], Ho = dyp.shape[1], Wo = dyp.shape[2], Fp = dyp.shape[3]
     cdef Py_ssize_t Wp = xpad.shape[2], C = xpad.shape[3]
     cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ntaps = dwc.shape[2]
     cdef Py_ssize_t item, k, kh, n
-    if K == 0:
-        return
     for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
         k = item // KH
         kh = item % KH
@@ -236,22 +262,26 @@ def _direct_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, 
                                 &dyp[n, 0, 0, 0], Ho, Wo, Fp, &dwc[k, kh, 0, 0])
             if kh == 0:
                 _bias_grad(&dyp[n, 0, 0, 0], Ho * Wo, Fp, &dbc[k, 0])
+    _fold_chunks(&dwc[0, 0, 0, 0], K, KH * ntaps * Fp, &dw_index[0, 0], dw_index.shape[0], 1,
+                 &dw[0, 0, 0, 0])
+    _fold_chunks(&dbc[0, 0], K, Fp, NULL, dw.shape[3], 1, &db[0])
 
 
 def _span_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] dy,
                       Py_ssize_t span, floating[:, :, :, ::1] dwc, floating[:, ::1] dbc,
-                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, int nt):
-    """Per-chunk partial gradients with a kernel row's span of input cells and channels in the
-    lanes (see cnx_span_weight_grad): ``dwc[k, kh] (F, ldw)`` and ``dbc[k] (F,)`` summed over
-    chunk k of the batch (samples ``[k*N//K, (k+1)*N//K)``) from the padded input
-    ``xpad (N, Hp, Wp, C)`` and ``dy (N, Ho, Wo, F)``. One task per (chunk, kernel row), so the
-    result does not depend on the thread count."""
+                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
+                      const Py_ssize_t[:, ::1] dw_index, floating[:, :, :, ::1] dw,
+                      floating[::1] db, int nt):
+    """Weight and bias gradients ``dw (KH, KW, C, F)`` and ``db (F,)`` with a kernel row's span
+    of input cells and channels in the lanes (see cnx_span_weight_grad), from the padded input
+    ``xpad (N, Hp, Wp, C)`` and ``dy (N, Ho, Wo, F)``: per-chunk partial sums ``dwc[k, kh]
+    (F, ldw)`` and ``dbc[k] (F,)`` over chunk k of the batch (samples ``[k*N//K, (k+1)*N//K)``),
+    then folded (see :func:`_fold_chunks`; ``dw_index`` from :func:`_span_fold_index`). One task
+    per (chunk, kernel row), so the result does not depend on the thread count."""
     cdef Py_ssize_t N = dy.shape[0], Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
     cdef Py_ssize_t Hp = xpad.shape[1], WpC = xpad.shape[2] * xpad.shape[3]
     cdef Py_ssize_t K = dwc.shape[0], KH = dwc.shape[1], ldw = dwc.shape[3]
     cdef Py_ssize_t item, k, kh, n0, n1
-    if K == 0:
-        return
     for item in prange(K * KH, nogil=True, num_threads=nt, schedule="static"):
         k = item // KH
         kh = item % KH
@@ -268,6 +298,9 @@ def _span_weight_grad(const floating[:, :, :, ::1] xpad, const floating[:, :, :,
         if kh == 0:
             memset(&dbc[k, 0], 0, F * sizeof(floating))
             _bias_grad(&dy[n0, 0, 0, 0], (n1 - n0) * Ho * Wo, F, &dbc[k, 0])
+    _fold_chunks(&dwc[0, 0, 0, 0], K, KH * F * ldw, &dw_index[0, 0], dw_index.shape[0],
+                 dw_index.shape[1], &dw[0, 0, 0, 0])
+    _fold_chunks(&dbc[0, 0], K, F, NULL, F, 1, &db[0])
 
 
 def _planar_conv(const floating[:, :, :, ::1] src, Py_ssize_t rows, Py_ssize_t pitch,
@@ -354,11 +387,14 @@ def _expanded_conv(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t le
 def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssize_t left,
                           const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dwacc,
                           floating[:, :, ::1] dbacc, Py_ssize_t KH, Py_ssize_t KW,
-                          floating[:, ::1] padded, Py_ssize_t pitch, int nt):
-    """Per-chunk partial weight and bias gradients by expanded rows, by residue:
-    ``dwacc[k] (F, C * KH * KW, L)`` and ``dbacc[k] (F, L)`` summed over chunk k of the batch
-    (each cleared by the task that fills it; see cnx_expanded_weight_grad). Each sample of
-    ``x (N, H, W, C)`` is copied at ``(top, left)`` into its thread's zero-bordered
+                          floating[:, ::1] padded, Py_ssize_t pitch,
+                          const Py_ssize_t[:, ::1] dw_index, floating[:, :, :, ::1] dw,
+                          const Py_ssize_t[:, ::1] db_index, floating[::1] db, int nt):
+    """Weight and bias gradients ``dw (KH, KW, C, F)`` and ``db (F,)`` by expanded rows: per-chunk
+    partial sums by residue, ``dwacc[k] (F, C * KH * KW, L)`` and ``dbacc[k] (F, L)`` over chunk
+    k of the batch (each cleared by the task that fills it; see cnx_expanded_weight_grad), then
+    folded (see :func:`_fold_chunks`; the indices from :func:`_residue_fold_index`). Each sample
+    of ``x (N, H, W, C)`` is copied at ``(top, left)`` into its thread's zero-bordered
     ``padded[thread]``: rows of ``pitch`` cells, and a vector of slack."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[3], K = dwacc.shape[0]
     cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3]
@@ -376,6 +412,10 @@ def _expanded_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t top, Py_ssi
             else:
                 cnx_expanded_weight_grad_d(xb, pitch * C, C, KH, KW, F, &dy[n, 0, 0, 0], Ho, Wo,
                                            &dwacc[k, 0, 0, 0], &dbacc[k, 0, 0])
+    _fold_chunks(&dwacc[0, 0, 0, 0], K, F * dwacc.shape[2] * dwacc.shape[3], &dw_index[0, 0],
+                 dw_index.shape[0], dw_index.shape[1], &dw[0, 0, 0, 0])
+    _fold_chunks(&dbacc[0, 0, 0], K, F * dbacc.shape[2], &db_index[0, 0], F, db_index.shape[1],
+                 &db[0])
 
 
 def _by_residue(const floating[:, ::1] v, floating[:, :, ::1] out):
@@ -390,27 +430,18 @@ def _by_residue(const floating[:, ::1] v, floating[:, :, ::1] out):
                 f = 0 if f + 1 == F else f + 1
 
 
-def _fold_residues(const floating[:, :, ::1] acc, floating[:, ::1] out):
-    """Add ``acc (F, T, L)``, sums by residue (as laid out by :func:`_by_residue`), into
-    ``out (T, F)`` by channel, in a fixed order."""
-    cdef Py_ssize_t F = acc.shape[0], T = acc.shape[1], L = acc.shape[2], p, t, l, f
-    for p in range(F):
-        for t in range(T):
-            f = p
-            for l in range(L):
-                out[t, f] += acc[p, t, l]
-                f = 0 if f + 1 == F else f + 1
-
-
 def _planar_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t rows, Py_ssize_t pitch,
                         Py_ssize_t top, Py_ssize_t left, const floating[:, :, :, ::1] dy,
                         const Py_ssize_t[::1] qoff, floating[:, :, :, ::1] dwc,
                         floating[:, ::1] dbc, floating[:, :, ::1] planes,
-                        floating[:, :, ::1] dy_planes, int nt):
-    """Per-chunk partial gradients over channel planes (stride 1): ``dwc[k] (F, ntaps, Cin)`` and
-    ``dbc[k] (F,)`` summed over chunk k of the batch, from ``x (N, H, W, Cin)`` placed at
-    ``(top, left)`` in planes of ``(rows, pitch)`` cells and ``dy (N, Ho, Wo, F)`` in planes of
-    rows ``pitch`` apart; zero-initialised. One task per chunk (all output channels, so each
+                        floating[:, :, ::1] dy_planes, const Py_ssize_t[:, ::1] dw_index,
+                        floating[:, :, :, ::1] dw, floating[::1] db, int nt):
+    """Weight and bias gradients ``dw (KH, KW, Cin, F)`` and ``db (F,)`` over channel planes
+    (stride 1): per-chunk partial sums ``dwc[k] (F, ntaps, Cin)`` and ``dbc[k] (F,)`` over chunk k
+    of the batch (zero-initialised), then folded (see :func:`_fold_chunks`; ``dw_index`` from
+    :func:`_planar_fold_index`), from ``x (N, H, W, Cin)`` placed at ``(top, left)`` in planes of
+    ``(rows, pitch)`` cells and ``dy (N, Ho, Wo, F)`` in planes of rows ``pitch`` apart. One task
+    per chunk (all output channels, so each
     loaded input vector feeds several of them). Each sample goes into the thread's planes
     ``planes[thread] (Cin, PL)`` and ``dy_planes[thread] (F, nq)`` (zeroed by the caller; every
     sample writes the same cells) just before use, so they are still in cache."""
@@ -418,8 +449,6 @@ def _planar_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t rows, Py_ssiz
     cdef Py_ssize_t K = dwc.shape[0], F = dwc.shape[1], ntaps = dwc.shape[2]
     cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], nq = dy_planes.shape[2]
     cdef Py_ssize_t k, n, tid
-    if K == 0:
-        return
     for k in prange(K, nogil=True, num_threads=nt, schedule="static"):
         tid = omp_get_thread_num()
         for n in range(k * N // K, (k + 1) * N // K):
@@ -430,6 +459,9 @@ def _planar_weight_grad(const floating[:, :, :, ::1] x, Py_ssize_t rows, Py_ssiz
             _planar_weight_grad_sample(&planes[tid, 0, 0], PL, Cin, &qoff[0], ntaps,
                                        &dy_planes[tid, 0, 0], nq, F, &dwc[k, 0, 0, 0],
                                        &dbc[k, 0])
+    _fold_chunks(&dwc[0, 0, 0, 0], K, F * ntaps * Cin, &dw_index[0, 0], dw_index.shape[0], 1,
+                 &dw[0, 0, 0, 0])
+    _fold_chunks(&dbc[0, 0], K, F, NULL, F, 1, &db[0])
 
 
 cdef inline void _row_to_planes(const floating* s, Py_ssize_t C, floating* d, Py_ssize_t PL,

@@ -341,6 +341,43 @@ def test_planar_convolution_applies_the_relu_to_every_group_of_output_channels()
     assert not np.signbit(got).any()
 
 
+# (path, x shape, w shape, stride, padding, dilation): shapes each weight-gradient driver takes
+WEIGHT_GRAD_PATHS = [
+    ("lanes", (10, 12, 13, 3), (3, 2, 3, 20), (2, 1), (1, 0, 0, 1), (1, 2)),
+    ("planar", (10, 9, 11, 2), (3, 3, 2, 5), (1, 1), (1, 1, 0, 2), (2, 1)),
+    ("spans", (10, 14, 14, 6), (5, 5, 6, 16), (1, 2), (0, 0, 1, 1), (1, 1)),
+    ("spans", (10, 14, 14, 3), (2, 4, 3, 7), (1, 1), (0, 0, 0, 0), (1, 3)),
+]
+
+
+@pytest.mark.parametrize("path, x_shape, w_shape, stride, padding, dilation", WEIGHT_GRAD_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [3, 19])  # fewer and more samples than the 16 partial-sum chunks
+def test_every_weight_gradient_driver_matches_numpy(path, x_shape, w_shape, stride, padding,
+                                                     dilation, dtype, n) -> None:
+    """Each direct weight-gradient driver, called directly: its folded partial sums equal the
+    NumPy twin's ``(dw, db)``, and are bit-identical on 1 and 2 threads."""
+    _conv2d = pytest.importorskip("cnnext._ext._conv2d")
+    from cnnext.backend import numpy_ops
+
+    rng = np.random.default_rng(len(path) * n)
+    x = random_values(rng, (n, *x_shape[1:]), dtype)
+    w = random_values(rng, w_shape, dtype)
+    y_shape = numpy_ops.conv2d_forward(x, w, None, stride, padding, dilation).shape
+    dy = random_values(rng, y_shape, dtype)
+    _, dw_want, db_want = numpy_ops.conv2d_backward(dy, x, w, stride, padding, dilation)
+    args = {"lanes": (stride, padding, dilation), "spans": (stride, padding, dilation),
+            "planar": (padding, dilation)}[path]
+    driver = getattr(_conv2d, f"_weight_grad_{path}")
+    (dw, db), (dw1, db1) = (driver(dy, x, w, *args, threads) for threads in (2, 1))
+    tol = (1e-5 if dtype == np.float32 else 1e-12) * np.prod(y_shape[:3])
+    np.testing.assert_allclose(dw, dw_want, rtol=tol, atol=tol)
+    np.testing.assert_allclose(db, db_want, rtol=tol, atol=tol)
+    assert dw.shape == w.shape and db.shape == (w.shape[3],) and dw.dtype == db.dtype == dtype
+    np.testing.assert_array_equal(dw, dw1)
+    np.testing.assert_array_equal(db, db1)
+
+
 def softmax_logits(rng, shape, dtype) -> np.ndarray:
     """Logits of every scale (rows of small, large and huge values), a row holding a NaN and a
     row holding an infinity when there are enough rows."""
