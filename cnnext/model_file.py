@@ -147,7 +147,7 @@ def _parse_header(raw: np.ndarray, path: str) -> dict[str, Any]:
     if header.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path!r} is not a cnnext model file (format {header.get('format')!r})")
     version = header.get("format_version")
-    if version != FORMAT_VERSION or isinstance(version, bool):
+    if type(version) is not int or version != FORMAT_VERSION:
         raise ModelFileError(f"{path!r} has format_version {version!r}; this cnnext ({__version__}) "
                              f"reads format_version {FORMAT_VERSION}")
     _check_header_schema(header, path)

@@ -49,6 +49,8 @@ class Sequential:
                  backend: Optional[str] = None):
         if str(dtype) not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}; received dtype={dtype!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"model name must be a non-empty string; received name={name!r}")
         self.name = name
         self.dtype = np.dtype(dtype)
         self.seed = seed

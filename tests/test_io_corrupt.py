@@ -187,6 +187,7 @@ def test_missing_member_is_refused(saved):
     (lambda h: h.update(format="something-else"), "not a cnnext model file"),
     (lambda h: h.update(format_version=99), "format_version 99"),
     (lambda h: h.update(format_version=True), "format_version True"),
+    (lambda h: h.update(format_version=1.0), "format_version 1.0"),
     (lambda h: h.pop("model_config"), "model_config must be an object"),
     (lambda h: h["model_config"].update(layers={}), "layers must be a non-empty list"),
     (lambda h: h["model_config"]["layers"][0].pop("class_name"), r"layers\[0\] must be"),
@@ -197,13 +198,20 @@ def test_missing_member_is_refused(saved):
     (lambda h: h["arrays"][0].update(layer=17), "must index model_config.layers"),
     (lambda h: h["arrays"][0].update(kind="grads"), "kind must be one of"),
     (lambda h: h.update(sha256=5), "sha256 must be a string"),
-], ids=["format", "version", "version-bool", "no-config", "layers-type", "class-name", "compile",
+], ids=["format", "version", "version-bool", "version-float", "no-config", "layers-type", "class-name", "compile",
         "shape", "object-dtype", "bad-dtype", "layer-index", "kind", "sha-type"])
 def test_malformed_header(saved, edit, match):
     header, arrays = _contents(saved)
     edit(header)
     _rewrite(saved, header, arrays, fix_checksum=False)
     _load_fails(saved, match)
+
+
+def test_model_name_that_is_not_a_string_is_refused(saved):
+    header, arrays = _contents(saved)
+    header["model_config"]["name"] = ["a", "list"]
+    _rewrite(saved, header, arrays, fix_checksum=True)
+    _load_fails(saved, "model name must be a non-empty string")
 
 
 def test_header_that_is_not_json(saved):
