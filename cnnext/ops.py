@@ -196,19 +196,20 @@ def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     return stride, pad, dilation, (x_shape[0], *out_hw, w_shape[3])
 
 
-def _check_relu(op: str, relu) -> bool:
-    if not isinstance(relu, (bool, np.bool_)):
-        raise TypeError(f"{op}: relu must be a bool; received relu={relu!r}")
-    return bool(relu)
+def _flag(op: str, name: str, value) -> bool:
+    """A bool argument (``relu``, ``input_grad``): TypeError for anything else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool; received {name}={value!r}")
+    return bool(value)
 
 
 def _pool_geometry(op: str, x_shape, size, stride, padding, mode, relu=False):
     """Validate pooling arguments; return normalised
     ``(size, stride, padding4, (N, Ho, Wo, C))``."""
     _nonempty(op, "x", x_shape, 1)
-    if mode not in POOL_MODES:
+    if not isinstance(mode, str) or mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be 'max', 'min' or 'avg'; received mode={mode!r}")
-    if _check_relu(op, relu) and mode == "avg":
+    if _flag(op, "relu", relu) and mode == "avg":
         raise ValueError(f"{op}: relu=True needs mode 'max' or 'min' (it commutes with them); "
                          "received mode='avg'")
     size = _pair(op, size, "size")
@@ -247,7 +248,7 @@ def conv2d(
     applied to each part of ``y`` while it is still in cache (for inference).
     """
     kernels = _backend.resolve(backend)
-    relu = _check_relu("conv2d", relu)
+    relu = _flag("conv2d", "relu", relu)
     x = _array("conv2d", "x", x, 4)
     w = _array("conv2d", "w", w, 4)
     geometry = _conv_geometry("conv2d", x.shape, w.shape, stride, padding, dilation)
@@ -291,7 +292,7 @@ def conv2d_backward(
     _check_dy(op, dy.shape, y_shape, lambda: f"x.shape={x.shape}, w.shape={w.shape}, "
               f"stride={stride}, padding={pad}, dilation={dilation}")
     dy, x, w = _contiguous(dy, x, w)
-    input_grad = bool(input_grad)
+    input_grad = _flag(op, "input_grad", input_grad)
     if out is not None and not input_grad:
         raise ValueError(f"{op}: out is given but input_grad=False computes no dx")
     out = _out(op, out, x.shape, x.dtype, dy, x, w)
@@ -418,9 +419,9 @@ _DENSE_LAYOUTS = {"x": "(N, D)", "w": "(D, U)", "b": "(U,)", "dy": "(N, U)"}
 
 
 def _dense_arrays(op: str, **arrays) -> dict[str, np.ndarray]:
-    """The dense op's arrays validated (None passes): 2-D ``x (N, D)``, ``w (D, U)`` and
+    """The dense op's arrays validated (a None ``b`` passes): 2-D ``x (N, D)``, ``w (D, U)`` and
     ``dy (N, U)`` of matching sizes and 1-D ``b (U,)``, none empty but N."""
-    checked = {name: None if a is None else
+    checked = {name: None if a is None and name == "b" else
                _array(op, name, a, 1 if name == "b" else 2, _DENSE_LAYOUTS[name])
                for name, a in arrays.items()}
     x, w = checked["x"], checked["w"]
@@ -466,7 +467,7 @@ def dense_backward(
     op = "dense_backward"
     kernels = _backend.resolve(backend)
     dy, x, w = _contiguous(*_dense_arrays(op, dy=dy, x=x, w=w).values())
-    input_grad = bool(input_grad)
+    input_grad = _flag(op, "input_grad", input_grad)
     if out is not None and not input_grad:
         raise ValueError(f"{op}: out is given but input_grad=False computes no dx")
     out = _out(op, out, x.shape, x.dtype, dy, x, w)

@@ -98,6 +98,9 @@ XD, WD = RNG.standard_normal((4, 6)), RNG.standard_normal((6, 5))
         (lambda: ops.dense_backward(np.zeros((4, 4)), XD, WD), ValueError,
          ["dense_backward", "dy.shape=(4, 4)", "forward output shape (4, 5)", "w.shape=(6, 5)"]),
         (lambda: ops.dense_backward(np.zeros(20), XD, WD), ValueError, ["dy must be 2-D (N, U)"]),
+        (lambda: ops.dense(None, WD), TypeError, ["dense: x has dtype object"]),
+        (lambda: ops.dense_backward(None, XD, WD), TypeError, ["dense_backward: dy has dtype"]),
+        (lambda: ops.dense_backward(np.zeros((4, 5)), XD, None), TypeError, ["w has dtype"]),
     ],
 )
 def test_bad_dense_arguments(call, exc_type, fragments):
@@ -123,6 +126,15 @@ def test_fused_relu_is_a_bool_and_pools_only_by_max_or_min():
         ops.pool2d(X, 2, relu="yes")
     with raises(TypeError, "conv2d: relu must be a bool", "relu=1"):
         ops.conv2d(X, np.zeros((3, 3, 3, 2)), relu=1)
+
+
+@pytest.mark.parametrize("flag", ["False", None, 2.5, np.array([1, 0])])
+def test_input_grad_is_a_bool(flag):
+    y = np.zeros((2, 6, 6, 2))
+    with raises(TypeError, "conv2d_backward: input_grad must be a bool"):
+        ops.conv2d_backward(y, X, np.zeros((3, 3, 3, 2)), input_grad=flag)
+    with raises(TypeError, "dense_backward: input_grad must be a bool"):
+        ops.dense_backward(np.zeros((4, 5)), XD, WD, input_grad=flag)
 
 
 def test_channel_mismatch_names_both_shapes():
@@ -197,6 +209,7 @@ def test_bad_conv_hyper_parameters(kwargs, exc_type, fragment):
         ({"size": (3, 2), "padding": (1, 2)}, ValueError, "(1, 1, 2, 2) must be smaller"),
         ({"size": 2, "mode": "mean"}, ValueError, "mode='mean'"),
         ({"size": 2, "mode": None}, ValueError, "mode=None"),
+        ({"size": 2, "mode": np.array("max")}, ValueError, "mode=array('max'"),
     ],
 )
 def test_bad_pool_arguments(kwargs, exc_type, fragment):
