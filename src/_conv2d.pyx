@@ -136,31 +136,48 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=No
 
 def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
     """Output channels in vector lanes, or pixels in lanes (stride 1), or expanded rows (few
-    channels, stride 1), whichever the cost model finds cheapest."""
+    channels, stride 1), whichever the cost model finds cheapest (:func:`_forward_path`)."""
     N, H, W, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = y.shape
     (top, bottom, left, right) = padding
-    L, taps = _lanes(x.dtype), KH * KW * C
-    channel = _cost_channel_lanes(Ho, Wo, taps, F, L)
-    pixel = _cost_pixel_lanes(Ho, W + left + right, taps, F, L) if stride == (1, 1) else channel
-    if (Ho >= EXPANDED_ROWS and _use_expanded(w.shape, Wo, stride, dilation, L)
-            and _cost_expanded(Ho, Wo, KH, KW * C, F, L) < min(channel, pixel)):
+    L = _lanes(x.dtype)
+    path = _forward_path(x.shape, w.shape, stride, padding, dilation, L)
+    if path == "expanded":
         return _forward_expanded(x, w, b, padding, y, relu)
-    if pixel < channel:
+    if path == "planar":
         bias = np.zeros(F, dtype=x.dtype) if b is None else b
         return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
                                 w, bias, y, dilation, relu, get_num_threads())
     Fp = _round_up(F, L)
     nt = get_num_threads()
     xpad = _padded_input(x, padding, _block_windows(Wo, Fp, L), KW, stride[1], dilation[1], nt)
-    bias = np.zeros(Fp, dtype=x.dtype)
-    if b is not None:
-        bias[:F] = b
+    bias = b
+    if b is None or F != Fp:
+        bias = np.zeros(Fp, dtype=x.dtype)
+        if b is not None:
+            bias[:F] = b
     toff = _tap_offsets(KW, C, dilation[1], cnx_f.rb)
     _direct_conv(xpad, _pad_channels(w, Fp), bias, toff, y, stride[0], stride[1], dilation[0],
                  relu, nt)
     return y
+
+
+@functools.lru_cache(maxsize=256)
+def _forward_path(x_shape, w_shape, stride, padding, dilation, L: int) -> str:
+    """``"expanded"``, ``"planar"`` (pixels in lanes) or ``"lanes"`` (output channels in lanes):
+    the cheapest direct forward kernel by the cost model (cached per shape)."""
+    N, H, W, C = x_shape
+    KH, KW, _, F = w_shape
+    top, bottom, left, right = padding
+    Ho, Wo = _output_hw(x_shape, w_shape, stride, padding, dilation)
+    taps = KH * KW * C
+    channel = _cost_channel_lanes(Ho, Wo, taps, F, L)
+    pixel = _cost_pixel_lanes(Ho, W + left + right, taps, F, L) if stride == (1, 1) else channel
+    if (Ho >= EXPANDED_ROWS and _use_expanded(w_shape, Wo, stride, dilation, L)
+            and _cost_expanded(Ho, Wo, KH, KW * C, F, L) < min(channel, pixel)):
+        return "expanded"
+    return "planar" if pixel < channel else "lanes"
 
 
 def _backward_direct(dy, x, w, stride, padding, dilation, dx):
@@ -175,26 +192,39 @@ def _backward_direct(dy, x, w, stride, padding, dilation, dx):
 def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     """``(dw, db)`` from per-chunk partial sums over the batch, added in chunk order; output
     channels in vector lanes, or pixels in lanes (stride 1), or kernel-row spans (few input
-    channels), or expanded rows (few channels, stride 1), by the cost model."""
-    N, H, W, C = x.shape
-    KH, KW, _, F = w.shape
-    _, Ho, Wo, _ = dy.shape
+    channels), or expanded rows (few channels, stride 1), by the cost model
+    (:func:`_weight_grad_path`)."""
+    path = _weight_grad_path(x.shape, w.shape, stride, padding, dilation, _lanes(x.dtype))
+    if path == "expanded":
+        return _weight_grad_expanded(dy, x, w, padding, nt)
+    if path == "planar":
+        return _weight_grad_planar(dy, x, w, padding, dilation, nt)
+    if path == "spans":
+        return _weight_grad_spans(dy, x, w, stride, padding, dilation, nt)
+    return _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt)
+
+
+@functools.lru_cache(maxsize=256)
+def _weight_grad_path(x_shape, w_shape, stride, padding, dilation, L: int) -> str:
+    """``"expanded"``, ``"planar"``, ``"spans"`` or ``"lanes"``: the cheapest weight-gradient
+    kernel by the cost model (cached per shape)."""
+    N, H, W, C = x_shape
+    KH, KW, _, F = w_shape
     top, bottom, left, right = padding
-    L, pitch = _lanes(x.dtype), W + left + right
+    Ho, Wo = _output_hw(x_shape, w_shape, stride, padding, dilation)
+    pitch = W + left + right
     span = ((KW - 1) * dilation[1] + 1) * C
     channel_lanes = _cost_wgrad_channel_lanes(Ho, Wo, KH, KW * C, F, L)
     planar = channel_lanes
     if stride == (1, 1):
         planar = _cost_wgrad_pixel_lanes(Ho, pitch, KH * KW, C, F, L)
     spans = _cost_wgrad_spans(Ho, Wo, KH, span, F, L) if span >= L else channel_lanes
-    if (_use_expanded(w.shape, Wo, stride, dilation, L)
+    if (_use_expanded(w_shape, Wo, stride, dilation, L)
             and _cost_wgrad_expanded(Ho, Wo, KH, KW * C, F, L) < min(channel_lanes, planar, spans)):
-        return _weight_grad_expanded(dy, x, w, padding, nt)
+        return "expanded"
     if planar < channel_lanes:
-        return _weight_grad_planar(dy, x, w, padding, dilation, nt)
-    if span >= L and spans <= channel_lanes:
-        return _weight_grad_spans(dy, x, w, stride, padding, dilation, nt)
-    return _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt)
+        return "planar"
+    return "spans" if span >= L and spans <= channel_lanes else "lanes"
 
 
 def _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt):
@@ -370,15 +400,22 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
     kernel-row spans; always the former for a dilated kernel row when ``dy`` holds a NaN or
     infinity, which the span's zero weights between the taps would spread to cells the kernel
     skips (0 * inf is NaN)."""
-    _, H, W, C = x.shape
-    KH, KW, _, F = w.shape
-    _, Ho, Wo, _ = dy.shape
-    L, dil_w = _lanes(x.dtype), dilation[1]
-    planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
-    spans = _cost_spans(H, Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
-    if planar < spans or (dil_w > 1 and not np.isfinite(np.add.reduce(dy, axis=None))):
+    planar = _input_grad_planar_is_cheaper(x.shape, w.shape, stride, padding, dilation,
+                                           _lanes(x.dtype))
+    if planar or (dilation[1] > 1 and not np.isfinite(np.add.reduce(dy, axis=None))):
         return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
     return _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt)
+
+
+@functools.lru_cache(maxsize=256)
+def _input_grad_planar_is_cheaper(x_shape, w_shape, stride, padding, dilation, L: int) -> bool:
+    """The cost model's choice between the input-gradient kernels (cached per shape)."""
+    _, H, W, C = x_shape
+    KH, KW, _, F = w_shape
+    Ho, Wo = _output_hw(x_shape, w_shape, stride, padding, dilation)
+    dil_w = dilation[1]
+    planar = _cost_pixel_lanes(H, W + (KW - 1) * dil_w, KH * KW * F, C, L)
+    return planar < _cost_spans(H, Ho, Wo, KH, ((KW - 1) * dil_w + 1) * C, F, L)
 
 
 def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
@@ -403,14 +440,13 @@ def _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt):
     (sh, sw), (top, bottom, left, right), (dh, dw) = stride, padding, dilation
     span = ((KW - 1) * dw + 1) * C
     Sp = _round_up(span, _lanes(x.dtype))
-    wt = np.zeros((KH, F, Sp), dtype=x.dtype)  # wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]
-    wt[:, :, :span].reshape(KH, F, (KW - 1) * dw + 1, C)[:, :, ::dw, :] = w.transpose(0, 3, 1, 2)
+    wt = scratch("span_wt", (KH, F, Sp), x.dtype)
     rb = cnx_f.rb
     khs, nks, blocks, sizes = _row_blocks(N, H, dy.shape[1], KH, sh, dh, top, rb)
     dy_rows = scratch("dy_rows", (nt, rb * KH), np.intp)
     bufs = scratch("dx_rows", (nt, rb, (W + left + right) * C + Sp), x.dtype)
-    _span_input_grad(dy, wt, span, khs, nks, blocks, sizes, sh, sw, dh, top, left, dy_rows, bufs,
-                     dx, nt)
+    _span_input_grad(dy, w, dw, wt, span, khs, nks, blocks, sizes, sh, sw, dh, top, left,
+                     dy_rows, bufs, dx, nt)
     return dx
 
 

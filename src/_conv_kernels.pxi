@@ -502,14 +502,17 @@ cdef inline void _sample_to_planes(const floating* s, Py_ssize_t A, Py_ssize_t B
             _row_to_planes(s + i * B * C, C, d, PL, r * pitch, c0, sc, j0, j1)
 
 
-def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] wt,
-                     Py_ssize_t span, const Py_ssize_t[:, ::1] khs, const Py_ssize_t[::1] nks,
+def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                     Py_ssize_t dw, floating[:, :, ::1] wt, Py_ssize_t span,
+                     const Py_ssize_t[:, ::1] khs, const Py_ssize_t[::1] nks,
                      const Py_ssize_t[:, :, ::1] blocks, const Py_ssize_t[::1] sizes,
                      Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t top,
                      Py_ssize_t left, Py_ssize_t[:, ::1] dy_rows, floating[:, :, ::1] bufs,
                      floating[:, :, :, ::1] dx, int nt):
-    """Input gradient ``dx (N, H, W, C)`` of ``dy (N, Ho, Wo, F)`` through ``wt (KH, F, Sp)``,
-    whose first ``span`` values of a row are a kernel row's cells and channels. Input row ``ih``
+    """Input gradient ``dx (N, H, W, C)`` of ``dy (N, Ho, Wo, F)`` through the kernel
+    ``w (KH, KW, C, F)`` (dilation ``dw`` along a row), first laid out here as
+    ``wt (KH, F, Sp)``: ``wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]``, zero elsewhere, so that
+    the first ``span`` values of a row are a kernel row's cells and channels. Input row ``ih``
     is reached through the kernel rows ``khs[ih, :nks[ih]]``; each task computes the first
     ``sizes[k]`` rows ``(n, ih)`` of ``blocks[k] (rb, 2)``, all reached alike, in its thread's
     padded rows ``bufs[thread] (rb, pitch)`` (``dy_rows[thread]`` holds the addresses of the
@@ -517,7 +520,13 @@ def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, ::1] 
     cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
     cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], Sp = wt.shape[2]
     cdef Py_ssize_t rb = bufs.shape[1], pitch = bufs.shape[2]
-    cdef Py_ssize_t k, tid, ih
+    cdef Py_ssize_t k, tid, ih, kh, kw, c, f
+    memset(&wt[0, 0, 0], 0, wt.shape[0] * F * Sp * sizeof(floating))
+    for kh in range(w.shape[0]):
+        for kw in range(w.shape[1]):
+            for c in range(C):
+                for f in range(F):
+                    wt[kh, f, kw * dw * C + c] = w[kh, kw, c, f]
     for k in prange(blocks.shape[0], nogil=True, num_threads=nt, schedule="static"):
         tid = omp_get_thread_num()
         ih = blocks[k, 0, 1]
