@@ -19,10 +19,12 @@ bundles no digits. The returned :class:`Splits` tuple says in ``.source`` which 
 from __future__ import annotations
 
 import gzip
+import math
 import os
+import zipfile
 import zlib
 from pathlib import Path
-from typing import Union
+from typing import IO, Union
 
 import numpy as np
 
@@ -67,6 +69,9 @@ IDX_FILES = {
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_SHAPE = (28, 28)
 NUM_CLASSES = 10
+# An IDX payload is read in pieces of this many bytes, so that a gzip stream longer than its
+# header declares is never decompressed beyond one piece past the declared size.
+READ_CHUNK = 1 << 24
 
 
 class DatasetError(ValueError):
@@ -84,55 +89,91 @@ class Splits(tuple):
         return splits
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when it starts with the gzip magic ``1f 8b``."""
+def _open(path: Path) -> IO[bytes]:
+    """The file for reading, through a gzip stream when it starts with the magic ``1f 8b``."""
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DatasetError(f"{path}: is a directory, expected an IDX file") from None
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, OSError, zlib.error) as exc:
-        raise DatasetError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror})") from None
+    if f.read(2) == b"\x1f\x8b":
+        f.seek(0)
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    f.seek(0)
+    return f
+
+
+def _read_at_most(f: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes of ``f`` (fewer at its end), read in pieces of ``READ_CHUNK``."""
+    pieces = []
+    while n > 0:
+        piece = f.read(min(n, READ_CHUNK))
+        if not piece:
+            break
+        pieces.append(piece)
+        n -= len(piece)
+    return b"".join(pieces)
 
 
 def read_idx(path: PathLike) -> np.ndarray:
     """Read one IDX file (raw or gzip) into an array in native byte order.
 
     Raises :class:`DatasetError` naming the file when the magic number, the type code, the
-    dimensions or the payload length is wrong.
+    dimensions or the payload length is wrong, or when the declared payload exceeds this
+    machine's memory. The header is checked first, and no more than the declared payload plus
+    one piece is ever read or decompressed (a gzip bomb stops there).
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise DatasetError(f"{path}: {len(data)} bytes is too short for an IDX header")
-    zero, type_code, ndim = int.from_bytes(data[:2], "big"), data[2], data[3]
+    with _open(path) as f:
+        try:
+            return _parse_idx(path, f)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise DatasetError(f"{path}: corrupt or truncated gzip data ({exc})") from None
+
+
+def _parse_idx(path: Path, f: IO[bytes]) -> np.ndarray:
+    head = f.read(4)
+    if len(head) < 4:
+        raise DatasetError(f"{path}: {len(head)} bytes is too short for an IDX header")
+    zero, type_code, ndim = int.from_bytes(head[:2], "big"), head[2], head[3]
     if zero != 0:
         raise DatasetError(
-            f"{path}: not an IDX file (magic number 0x{data[:4].hex()}, expected 0x0000TTDD)"
+            f"{path}: not an IDX file (magic number 0x{head.hex()}, expected 0x0000TTDD)"
         )
     if type_code not in IDX_DTYPES:
         raise DatasetError(f"{path}: unknown IDX type code 0x{type_code:02x}")
-    if ndim == 0:
-        raise DatasetError(f"{path}: IDX header declares 0 dimensions")
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise DatasetError(f"{path}: truncated IDX header ({len(data)} of {header_len} bytes)")
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if not 0 < ndim <= 32:  # numpy 1.x arrays hold at most 32 dimensions
+        raise DatasetError(f"{path}: IDX header declares {ndim} dimensions (1 to 32 supported)")
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DatasetError(f"{path}: truncated IDX header ({4 + len(dims)} of {4 + 4 * ndim} "
+                           "bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
     dtype = IDX_DTYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    payload = len(data) - header_len
-    if payload != expected:
-        problem = "truncated" if payload < expected else "has trailing data"
+    expected = math.prod(shape) * dtype.itemsize
+    _check_fits_memory(path, shape, expected)
+    data = _read_at_most(f, expected + 1)
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "has trailing data"
+        found = f"{len(data)}" if len(data) < expected else "more"
         raise DatasetError(
-            f"{path}: {problem}: dimensions {shape} need {expected} payload bytes, found {payload}"
+            f"{path}: {problem}: dimensions {shape} need {expected} payload bytes, found {found}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header_len).reshape(shape)
-    return array.astype(dtype.newbyteorder("="))
+    return np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def _check_fits_memory(path: Path, shape: tuple, nbytes: int) -> None:
+    """DatasetError when an IDX payload of ``nbytes`` could not be held in physical memory."""
+    try:
+        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return
+    if nbytes > memory:
+        raise DatasetError(f"{path}: dimensions {shape} declare {nbytes} payload bytes, more than "
+                           f"this machine's {memory} bytes of memory")
 
 
 def _find_idx(directory: Path, stem: str) -> Path:
@@ -152,6 +193,8 @@ def _check_split(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.
         raise DatasetError(f"{what}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
     if len(images) != len(labels):
         raise DatasetError(f"{what}: {len(images)} images but {len(labels)} labels")
+    if len(images) == 0:
+        raise DatasetError(f"{what}: no images")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise DatasetError(f"{what}: labels must lie in 0..{NUM_CLASSES - 1}")
     return np.ascontiguousarray(images[..., None]), labels.astype(np.int64)
@@ -167,17 +210,23 @@ def _load_idx_dir(directory: Path) -> tuple:
 
 
 def _load_npz(path: Path) -> tuple:
+    if not zipfile.is_zipfile(path):  # np.load would read a .npy (or a pickle) as well
+        raise DatasetError(f"{path}: not a readable .npz file (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise DatasetError(f"{path}: missing arrays {missing} (expected {list(NPZ_KEYS)})")
             arrays = {key: archive[key] for key in NPZ_KEYS}
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
-    except ValueError as exc:
-        if isinstance(exc, DatasetError):
-            raise
+    except DatasetError:
+        raise
+    except MemoryError as exc:
+        raise DatasetError(f"{path}: an array is too large for this machine's memory ({exc})") \
+            from None
+    # zipfile and numpy report damaged archives with these (a bad CRC, an unknown compression
+    # method, an encrypted member, a malformed .npy header)
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, NotImplementedError,
+            RuntimeError, ValueError) as exc:
         raise DatasetError(f"{path}: not a readable .npz file ({exc})") from None
     return (
         _check_split(arrays["x_train"], arrays["y_train"], f"{path} (train)"),

@@ -102,6 +102,44 @@ def test_wrong_type_code_is_reported(tmp_path):
         read_idx(path)
 
 
+def test_gzip_bomb_is_refused_after_reading_one_piece_past_its_header(tmp_path, monkeypatch):
+    """A header declaring 4 bytes before 64 MiB of zeros: at most the payload plus one piece
+    (READ_CHUNK, here 1 MiB) is ever decompressed."""
+    monkeypatch.setattr(datasets, "READ_CHUNK", 1 << 20)
+    path = tmp_path / "bomb.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(idx_bytes(np.zeros(4, np.uint8)))
+        for _ in range(64):
+            f.write(bytes(1 << 20))
+    read = []
+    real_read = gzip.GzipFile.read
+    monkeypatch.setattr(gzip.GzipFile, "read",
+                        lambda self, n=-1: read.append(n) or real_read(self, n))
+    with pytest.raises(DatasetError, match=r"bomb\.gz: has trailing data: .* 4 payload bytes"):
+        read_idx(path)
+    assert sum(read) <= 4 + 4 + 5  # the header, its one dimension, the payload and one byte more
+
+
+@pytest.mark.parametrize("dims, match", [
+    ((1 << 32) - 1, (1 << 32) - 1),  # 2**64 bytes: more than any machine's memory
+    ((65536,) * 4, None),  # the product wraps to 0 in int64
+])
+def test_huge_declared_dimensions_are_refused_before_reading(tmp_path, dims, match):
+    dims = dims if isinstance(dims, tuple) else (dims, dims)
+    path = tmp_path / "huge.idx"
+    path.write_bytes(bytes([0, 0, 8, len(dims)]) + np.asarray(dims, ">u4").tobytes() + bytes(8))
+    with pytest.raises(DatasetError, match=r"huge\.idx: dimensions .* declare \d+ payload bytes, "
+                                           r"more than this machine's"):
+        read_idx(path)
+
+
+def test_more_dimensions_than_numpy_holds_are_refused(tmp_path):
+    path = tmp_path / "deep.idx"
+    path.write_bytes(bytes([0, 0, 8, 255]) + np.ones(255, ">u4").tobytes() + b"\x07")
+    with pytest.raises(DatasetError, match=r"deep\.idx: IDX header declares 255 dimensions"):
+        read_idx(path)
+
+
 @pytest.mark.parametrize("content", [b"", b"\x00\x00"])
 def test_too_short_file_is_reported(tmp_path, content):
     path = tmp_path / "short"
@@ -166,6 +204,49 @@ def test_foreign_file_as_npz_is_reported(tmp_path):
     path.write_bytes(b"definitely not a zip archive")
     with pytest.raises(DatasetError, match="junk.npz: not a readable .npz"):
         load_from(path)
+
+
+def _npz_bytes(tmp_path) -> bytes:
+    rng = np.random.default_rng(4)
+    arrays = {"x_train": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
+              "y_train": np.arange(3), "x_test": np.zeros((2, 28, 28), np.uint8),
+              "y_test": np.arange(2)}
+    np.savez(tmp_path / "good.npz", **arrays)
+    return (tmp_path / "good.npz").read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "crc", "method", "encrypted", "npy"])
+def test_damaged_npz_archives_are_dataset_errors(tmp_path, damage):
+    """Damage that zipfile reports as BadZipFile, NotImplementedError or RuntimeError, and a
+    plain .npy (which np.load would read as an array)."""
+    data = bytearray(_npz_bytes(tmp_path))
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    elif damage == "crc":
+        data[data.index(b"x_train.npy") + 200] ^= 0xFF
+    elif damage in ("method", "encrypted"):  # the first member's central directory entry
+        entry = data.index(b"PK\x01\x02")
+        if damage == "method":
+            data[entry + 10] = 99
+        else:
+            data[entry + 8] |= 1
+    else:
+        np.save(tmp_path / "plain.npy", np.zeros(3))
+        data = (tmp_path / "plain.npy").read_bytes()
+    path = tmp_path / "damaged.npz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatasetError, match=r"damaged\.npz: not a readable \.npz file"):
+        load_from(path)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_empty_split_is_reported(tmp_path, split):
+    arrays = {"x_train": np.zeros((3, 28, 28), np.uint8), "y_train": np.arange(3),
+              "x_test": np.zeros((2, 28, 28), np.uint8), "y_test": np.arange(2)}
+    arrays[f"x_{split}"], arrays[f"y_{split}"] = arrays[f"x_{split}"][:0], arrays[f"y_{split}"][:0]
+    np.savez(tmp_path / "empty.npz", **arrays)
+    with pytest.raises(DatasetError, match=rf"empty\.npz \({split}\): no images"):
+        load_from(tmp_path / "empty.npz")
 
 
 @pytest.fixture
