@@ -184,10 +184,14 @@ def _find_idx(directory: Path, stem: str) -> Path:
 
 
 def _check_split(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate one split and convert it to ``(N, 28, 28, 1)`` uint8 and ``(N,)`` int64."""
+    """Validate one split and convert it to ``(N, 28, 28, 1)`` uint8 and ``(N,)`` int64 (images
+    may come as ``(N, 28, 28)`` or, as the loaders return them, ``(N, 28, 28, 1)``)."""
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE or images.dtype != np.uint8:
         raise DatasetError(
-            f"{what}: images must be uint8 of shape (N, 28, 28), got {images.dtype} {images.shape}"
+            f"{what}: images must be uint8 of shape (N, 28, 28), got {images.dtype} "
+            f"{images.shape} ((N, 28, 28, 1) is accepted too)"
         )
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DatasetError(f"{what}: labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")

@@ -206,20 +206,20 @@ def test_foreign_file_as_npz_is_reported(tmp_path):
         load_from(path)
 
 
-def _npz_bytes(tmp_path) -> bytes:
+def _good_npz(tmp_path) -> Path:
     rng = np.random.default_rng(4)
     arrays = {"x_train": rng.integers(0, 256, (3, 28, 28), dtype=np.uint8),
               "y_train": np.arange(3), "x_test": np.zeros((2, 28, 28), np.uint8),
               "y_test": np.arange(2)}
     np.savez(tmp_path / "good.npz", **arrays)
-    return (tmp_path / "good.npz").read_bytes()
+    return tmp_path / "good.npz"
 
 
 @pytest.mark.parametrize("damage", ["truncated", "crc", "method", "encrypted", "npy"])
 def test_damaged_npz_archives_are_dataset_errors(tmp_path, damage):
     """Damage that zipfile reports as BadZipFile, NotImplementedError or RuntimeError, and a
     plain .npy (which np.load would read as an array)."""
-    data = bytearray(_npz_bytes(tmp_path))
+    data = bytearray(_good_npz(tmp_path).read_bytes())
     if damage == "truncated":
         data = data[: len(data) // 2]
     elif damage == "crc":
@@ -237,6 +237,15 @@ def test_damaged_npz_archives_are_dataset_errors(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(DatasetError, match=r"damaged\.npz: not a readable \.npz file"):
         load_from(path)
+
+
+def test_npz_images_may_carry_the_channel_axis_the_loaders_return(tmp_path):
+    (x, y), (xt, yt) = load_from(_good_npz(tmp_path))
+    np.savez(tmp_path / "again.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    (x2, y2), (xt2, yt2) = load_from(tmp_path / "again.npz")
+    assert x.shape == (3, 28, 28, 1) and x2.shape == x.shape
+    for got, want in ((x2, x), (y2, y), (xt2, xt), (yt2, yt)):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
