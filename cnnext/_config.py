@@ -6,6 +6,7 @@ to the same count (via threadpoolctl), so OpenMP and BLAS never oversubscribe th
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -25,6 +26,15 @@ __version__ = "0.1.0"
 
 def openmp_enabled() -> bool:
     return bool(_openmp is not None and _openmp.openmp_enabled())
+
+
+@functools.cache
+def physical_memory() -> int | None:
+    """Physical memory of this machine in bytes (None where the OS does not say); asked once."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _available_cores() -> int:

@@ -28,6 +28,8 @@ from typing import IO, Union
 
 import numpy as np
 
+from ._config import physical_memory
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 FASHION_MNIST_CLASSES = (
@@ -167,11 +169,8 @@ def _parse_idx(path: Path, f: IO[bytes]) -> np.ndarray:
 
 def _check_fits_memory(path: Path, shape: tuple, nbytes: int) -> None:
     """DatasetError when an IDX payload of ``nbytes`` could not be held in physical memory."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return
-    if nbytes > memory:
+    memory = physical_memory()
+    if memory is not None and nbytes > memory:
         raise DatasetError(f"{path}: dimensions {shape} declare {nbytes} payload bytes, more than "
                            f"this machine's {memory} bytes of memory")
 

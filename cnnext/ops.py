@@ -30,14 +30,13 @@ shapes and values.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 from typing import Callable
 
 import numpy as np
 
 from . import backend as _backend
+from ._config import physical_memory
 from .workspace import into
 from .shapes import (
     Pair,
@@ -110,19 +109,10 @@ def _padding(op: str, padding, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilat
         raise type(exc)(f"{op}: {exc}") from None
 
 
-@functools.cache
-def _memory_bytes() -> int | None:
-    """Physical memory of this machine in bytes (None where the OS does not say); asked once."""
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
 def _check_memory(op: str, dtype: np.dtype, *shapes: tuple) -> None:
     """MemoryError, before allocating, when the arrays of ``shapes`` exceed physical memory."""
     needed = sum(math.prod(shape) for shape in shapes) * np.dtype(dtype).itemsize
-    limit = _memory_bytes()
+    limit = physical_memory()
     if limit is not None and needed > limit:
         raise MemoryError(
             f"{op}: arrays of shapes {', '.join(map(str, shapes))} ({np.dtype(dtype)}) would "

@@ -75,8 +75,7 @@ def _tap_offsets(KW: int, C: int, dw: int, rb: int) -> np.ndarray:
     (read-only: shared by every call with these arguments)."""
     toff = np.zeros(_round_up(KW * C, rb), dtype=np.intp)
     toff[: KW * C] = (np.arange(KW)[:, None] * dw * C + np.arange(C)).ravel()
-    toff.flags.writeable = False
-    return toff
+    return _read_only(toff)
 
 
 def _pad_channels(w, n: int):
@@ -230,7 +229,7 @@ def _weight_grad_path(x_shape, w_shape, stride, padding, dilation, L: int) -> st
 def _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt):
     """``(dw, db)`` with output channels in vector lanes: per-chunk partial sums over the batch,
     added in chunk order."""
-    N, H, W, C = x.shape
+    N, _, _, C = x.shape
     KH, KW, _, F = w.shape
     _, Ho, Wo, _ = dy.shape
     Fp = _round_up(F, _lanes(x.dtype))
@@ -255,10 +254,10 @@ def _lane_fold_index(taps: int, F: int, Fp: int) -> np.ndarray:
     return _read_only((np.arange(taps)[:, None] * Fp + np.arange(F)).reshape(-1, 1))
 
 
-def _read_only(index: np.ndarray) -> np.ndarray:
-    """``index`` made read-only: a cached fold index is shared by every call with its shapes."""
-    index.flags.writeable = False
-    return index
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """``array`` made read-only: a cached plan array is shared by every call with its shapes."""
+    array.flags.writeable = False
+    return array
 
 
 def _weight_grad_spans(dy, x, w, stride, padding, dilation, nt):
@@ -474,11 +473,9 @@ def _row_blocks(N: int, H: int, Ho: int, KH: int, sh: int, dh: int, top: int, rb
                 block = items[i : i + rb]
                 sizes.append(len(block))
                 blocks.append(block + block[:1] * (rb - len(block)))
-    plan = (khs, np.array([len(r) for r in reach], dtype=np.intp),
-            np.array(blocks, dtype=np.intp).reshape(-1, rb, 2), np.array(sizes, dtype=np.intp))
-    for array in plan:  # shared by every call with these shapes
-        array.flags.writeable = False
-    return plan
+    return tuple(map(_read_only, (khs, np.array([len(r) for r in reach], dtype=np.intp),
+                                  np.array(blocks, dtype=np.intp).reshape(-1, rb, 2),
+                                  np.array(sizes, dtype=np.intp))))
 
 
 # Cost model (vector multiply-adds per sample) choosing between the direct kernels. Pixel-lane
