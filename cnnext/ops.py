@@ -30,6 +30,7 @@ shapes and values.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable
 
@@ -89,7 +90,10 @@ def _nonempty(op: str, name: str, shape: tuple, first: int) -> None:
 
 def _contiguous(*arrays: np.ndarray | None) -> list[np.ndarray | None]:
     """C-contiguous copies (only where needed) in the widest float dtype among ``arrays``."""
-    dtype = np.float64 if any(a is not None and a.dtype.char == "d" for a in arrays) else np.float32
+    dtype = np.float32
+    for a in arrays:
+        if a is not None and a.dtype.char == "d":
+            dtype = np.float64
     return [None if a is None else np.ascontiguousarray(a, dtype=dtype) for a in arrays]
 
 
@@ -109,8 +113,10 @@ def _padding(op: str, padding, in_hw: Pair, kernel_hw: Pair, stride: Pair, dilat
         raise type(exc)(f"{op}: {exc}") from None
 
 
+@functools.lru_cache(maxsize=256)
 def _check_memory(op: str, dtype: np.dtype, *shapes: tuple) -> None:
-    """MemoryError, before allocating, when the arrays of ``shapes`` exceed physical memory."""
+    """MemoryError, before allocating, when the arrays of ``shapes`` exceed physical memory
+    (cached: the shapes are ints, from the checked geometry)."""
     needed = sum(math.prod(shape) for shape in shapes) * np.dtype(dtype).itemsize
     limit = physical_memory()
     if limit is not None and needed > limit:
@@ -119,6 +125,15 @@ def _check_memory(op: str, dtype: np.dtype, *shapes: tuple) -> None:
             f"need {needed / 2**30:.4g} GiB, more than this machine's {limit / 2**30:.4g} GiB "
             "of memory"
         )
+
+
+def _no_samples(op: str, shape: tuple, dtype: np.dtype) -> np.ndarray:
+    """The zeros of an empty batch's result ``shape (0, ...)``; ValueError when numpy cannot make
+    an array of that shape (its other dimensions' bytes reach 2**63, say by a huge scale)."""
+    if math.prod(shape[1:]) * np.dtype(dtype).itemsize > np.iinfo(np.intp).max:
+        raise ValueError(f"{op}: the result's shape {shape} is too large for a numpy array, "
+                         "even with no samples")
+    return np.zeros(shape, dtype=dtype)
 
 
 def _padded_shape(x_shape: tuple, padding: Padding4) -> tuple:
@@ -164,9 +179,34 @@ def _out(op: str, out, shape: tuple, dtype: np.dtype, *inputs: np.ndarray | None
     return out
 
 
+def _cache_key_safe(*values) -> bool:
+    """Every value None, an int, a str or a tuple of ints, by exact type, so that equal values
+    mean equal arguments: ``True == 1`` and ``2.0 == 2`` hash alike, so a bool or a float (which
+    the checks refuse) must never be looked up in a cache of accepted arguments."""
+    for value in values:
+        kind = type(value)
+        if value is None:
+            continue
+        if kind is tuple:
+            if not all(type(v) is int for v in value):
+                return False
+        elif kind is not int and kind is not str:
+            return False
+    return True
+
+
 def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     """Validate conv shapes and hyper-parameters; return normalised
-    ``(stride, padding4, dilation, (N, Ho, Wo, F))``."""
+    ``(stride, padding4, dilation, (N, Ho, Wo, F))`` (cached for plain int/str/tuple
+    arguments: a call after the first with the same shapes costs a dictionary lookup)."""
+    if _cache_key_safe(stride, padding, dilation):
+        return _checked_conv_geometry(op, x_shape, w_shape, stride, padding, dilation)
+    return _checked_conv_geometry.__wrapped__(op, x_shape, w_shape, stride, padding, dilation)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
+    """:func:`_conv_geometry` without the cache key check."""
     _nonempty(op, "x", x_shape, 1)
     _nonempty(op, "w", w_shape, 0)
     if x_shape[3] != w_shape[2]:
@@ -179,8 +219,7 @@ def _conv_geometry(op: str, x_shape, w_shape, stride, padding, dilation):
     kernel_hw = w_shape[:2]
     pad = _padding(op, padding, x_shape[1:3], kernel_hw, stride, dilation)
     span = dilated_kernel_hw(kernel_hw, dilation)
-    what = f"the kernel (w.shape={w_shape}, dilation={dilation})"
-    _check_fits(op, x_shape, pad, span, what)
+    _check_fits(op, x_shape, pad, span, f"the kernel (w.shape={w_shape}, dilation={dilation})")
     stride = clamped_stride(x_shape[1:3], pad, span, stride)
     out_hw = conv_output_hw(x_shape[1:3], kernel_hw, stride, pad, dilation)
     return stride, pad, dilation, (x_shape[0], *out_hw, w_shape[3])
@@ -195,11 +234,20 @@ def _flag(op: str, name: str, value) -> bool:
 
 def _pool_geometry(op: str, x_shape, size, stride, padding, mode, relu=False):
     """Validate pooling arguments; return normalised
-    ``(size, stride, padding4, (N, Ho, Wo, C))``."""
+    ``(size, stride, padding4, (N, Ho, Wo, C))`` (cached like :func:`_conv_geometry`)."""
+    relu = _flag(op, "relu", relu)
+    if _cache_key_safe(size, stride, padding, mode):
+        return _checked_pool_geometry(op, x_shape, size, stride, padding, mode, relu)
+    return _checked_pool_geometry.__wrapped__(op, x_shape, size, stride, padding, mode, relu)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_pool_geometry(op: str, x_shape, size, stride, padding, mode, relu: bool):
+    """:func:`_pool_geometry` without the cache key check, for a bool ``relu``."""
     _nonempty(op, "x", x_shape, 1)
     if not isinstance(mode, str) or mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be 'max', 'min' or 'avg'; received mode={mode!r}")
-    if _flag(op, "relu", relu) and mode == "avg":
+    if relu and mode == "avg":
         raise ValueError(f"{op}: relu=True needs mode 'max' or 'min' (it commutes with them); "
                          "received mode='avg'")
     size = _pair(op, size, "size")
@@ -254,7 +302,7 @@ def conv2d(
     out = _out("conv2d", out, y_shape, x.dtype, x, w, b)
     _check_memory("conv2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
-        return into(out, np.zeros(y_shape, dtype=x.dtype))
+        return into(out, _no_samples("conv2d", y_shape, x.dtype))
     return kernels.conv2d_forward(x, w, b, stride, pad, dilation, out, relu)
 
 
@@ -322,7 +370,7 @@ def pool2d(
     out = _out("pool2d", out, y_shape, x.dtype, x)
     _check_memory("pool2d", x.dtype, y_shape, _padded_shape(x.shape, pad))
     if y_shape[0] == 0:
-        return into(out, np.zeros(y_shape, dtype=x.dtype))
+        return into(out, _no_samples("pool2d", y_shape, x.dtype))
     return kernels.pool2d_forward(x, size, stride, pad, mode, out, bool(relu))
 
 
@@ -377,7 +425,7 @@ def upsample2d(x, scale: int | Pair, backend: str | None = None,
     out = _out("upsample2d", out, y_shape, x.dtype, x)
     _check_memory("upsample2d", x.dtype, y_shape)
     if x.shape[0] == 0:
-        return into(out, np.zeros(y_shape, dtype=x.dtype))
+        return into(out, _no_samples("upsample2d", y_shape, x.dtype))
     return kernels.upsample2d_forward(x, scale, out)
 
 

@@ -217,6 +217,12 @@ class Oracle:
         if sum(math.prod(s) for s in shapes) * np.dtype(dtype).itemsize > MEMORY:
             self.add(MemoryError, "GiB", "memory")
 
+    def result(self, dtype, shape) -> None:
+        """An empty batch's result must still be an array numpy can make."""
+        if (not self.problems and shape[0] == 0
+                and math.prod(shape[1:]) * np.dtype(dtype).itemsize > np.iinfo(np.intp).max):
+            self.add(ValueError, "too large for a numpy array")
+
     def dy(self, dy_shape, expected) -> None:
         if dy_shape != expected:
             self.add(ValueError, "dy.shape=", "does not match")
@@ -329,6 +335,7 @@ def _conv_case(data, backward: bool):
         if geometry is not None and not o.problems:
             o.memory(out_dtype(xa, wa, ba if b is not None else None), geometry,
                      padded(xa.shape, pad))
+            o.result(out_dtype(xa, wa, ba if b is not None else None), geometry)
         shapes = [geometry]
         args = (x, w, b)
     else:
@@ -379,6 +386,7 @@ def _pool_case(data, backward: bool):
     if not backward:
         if geometry is not None:
             o.memory(out_dtype(xa), geometry, padded(xa.shape, pad))
+            o.result(out_dtype(xa), geometry)
         args, shapes = (x,), [geometry]
         dtype = out_dtype(xa) if xa is not None else None
     else:
@@ -408,6 +416,7 @@ def _upsample_case(data, backward: bool):
         if xa is not None and o.nonempty("x", xa.shape, 1) and s is not None:
             shape = (xa.shape[0], xa.shape[1] * s[0], xa.shape[2] * s[1], xa.shape[3])
             o.memory(out_dtype(xa), shape)
+            o.result(out_dtype(xa), shape)
         check_call(op, o, [shape], None if xa is None else out_dtype(xa), x, scale)
         return
     s_hint = scale if isinstance(scale, int) and 1 <= scale <= 3 else 1

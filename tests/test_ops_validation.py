@@ -197,6 +197,34 @@ def test_bad_conv_hyper_parameters(kwargs, exc_type, fragment):
         ops.conv2d_backward(np.zeros((2, 6, 6, 4)), X, W, **kwargs)
 
 
+@pytest.mark.parametrize("good, bad", [
+    ({"stride": 1}, {"stride": True}),
+    ({"stride": (1, 1)}, {"stride": (True, 1)}),
+    ({"stride": 2}, {"stride": 2.0}),
+    ({"padding": 1}, {"padding": 1.0}),
+    ({"padding": (1, 0)}, {"padding": (1, False)}),
+    ({"dilation": 1}, {"dilation": np.float64(1.0)}),
+])
+def test_bool_and_float_arguments_are_refused_after_equal_valid_ones(good, bad):
+    """The ops cache the geometry of valid arguments; ``True == 1`` and ``2.0 == 2`` must not
+    find an entry there."""
+    dy = np.zeros(ops.conv2d(X, W, **good).shape)
+    ops.conv2d_backward(dy, X, W, **good)
+    with raises(TypeError, "conv2d: "):
+        ops.conv2d(X, W, **bad)
+    with raises(TypeError, "conv2d_backward: "):
+        ops.conv2d_backward(dy, X, W, **bad)
+    def pool_args(kwargs: dict) -> dict:  # pooling has no dilation: try the value as its size
+        return {"size": 2} | {"size" if k == "dilation" else k: v for k, v in kwargs.items()}
+
+    ops.pool2d(X, **pool_args(good))
+    with raises(TypeError, "pool2d: "):
+        ops.pool2d(X, **pool_args(bad))
+    ops.pool2d(X, 2, relu=True)
+    with raises(TypeError, "pool2d: relu must be a bool"):
+        ops.pool2d(X, 2, relu=1)
+
+
 @pytest.mark.parametrize(
     "kwargs, exc_type, fragment",
     [
@@ -367,6 +395,20 @@ def test_empty_batch_returns_empty_results_without_calling_kernels(backend_name,
     assert u.shape == (0, 14, 18, 3)
     assert ops.upsample2d_backward(u, (2, 3), backend=backend_name).shape == x.shape
     assert kernel_calls == []
+
+
+def test_an_empty_batch_result_numpy_cannot_make_is_a_clear_error(backend_name):
+    """(0, 2**31 - 1, 2**31 - 1, 1) float32 holds no values, but numpy refuses the shape."""
+    x = np.zeros((0, 1, 1, 1), dtype=np.float32)
+    big = 2**31 - 1
+    for call, op in [
+        (lambda: ops.upsample2d(x, big, backend=backend_name), "upsample2d"),
+        (lambda: ops.conv2d(x, np.ones((1, 1, 1, 1)), padding=big // 2, backend=backend_name),
+         "conv2d"),
+        (lambda: ops.pool2d(x, big, 1, padding=big - 1, backend=backend_name), "pool2d"),
+    ]:
+        with raises(ValueError, f"{op}: the result's shape (0, ", "too large for a numpy array"):
+            call()
 
 
 # --- backend selection --------------------------------------------------------------------------
