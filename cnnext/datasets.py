@@ -91,8 +91,15 @@ class Splits(tuple):
         return splits
 
 
+def _special(path: Path) -> bool:
+    """A FIFO, socket or device (links followed): reading one would block or never end."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def _open(path: Path) -> IO[bytes]:
     """The file for reading, through a gzip stream when it starts with the magic ``1f 8b``."""
+    if _special(path):
+        raise DatasetError(f"{path}: not a regular file, expected an IDX file")
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -244,6 +251,9 @@ def load_from(path: PathLike) -> Splits:
         train, test = _load_idx_dir(path)
     elif path.is_file():
         train, test = _load_npz(path)
+    elif _special(path):
+        raise DatasetError(f"{path}: not a regular file or a directory; give an .npz file or a "
+                           "directory of IDX files")
     else:
         raise DatasetError(f"{path}: no such file or directory")
     return Splits(train, test, str(path))

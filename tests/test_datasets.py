@@ -307,6 +307,19 @@ def test_missing_explicit_path_does_not_fall_back(tmp_path, no_system_data):
         load_fashion_mnist(tmp_path / "nowhere")
 
 
+def test_a_fifo_or_a_device_is_refused_without_opening_it(tmp_path):
+    """Opening a FIFO would block and /dev/zero never ends: both are named for what they are."""
+    fifo = tmp_path / "data.npz"
+    os.mkfifo(fifo)
+    device = tmp_path / "zero.npz"
+    device.symlink_to("/dev/zero")
+    for path in (fifo, device):
+        with pytest.raises(DatasetError, match=f"{path.name}: not a regular file or a directory"):
+            datasets.load_from(path)
+        with pytest.raises(DatasetError, match=f"{path.name}: not a regular file, expected an"):
+            read_idx(path)
+
+
 def test_env_var_pointing_nowhere_is_reported(tmp_path, monkeypatch, no_system_data):
     monkeypatch.setenv(datasets.FASHION_MNIST_ENV, str(tmp_path / "gone"))
     with pytest.raises(DatasetError, match="gone: no such file or directory"):
