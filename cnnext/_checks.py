@@ -14,6 +14,17 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def check_count(value: Any, name: str) -> int:
+    """``value`` as an int >= 1: an integer (bool excluded) or an integral float such as 10.0
+    (TypeError for other types, ValueError naming ``name`` otherwise)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float,
+                                                                     np.floating)):
+        raise TypeError(f"{name} must be an integer >= 1; received {name}={value!r}")
+    if not (math.isfinite(value) and value == int(value) and value >= 1):
+        raise ValueError(f"{name} must be an integer >= 1; received {name}={value!r}")
+    return int(value)
+
+
 def check_positive(value: Any, name: str) -> float:
     """``value`` as a float, which must be finite and > 0 (ValueError naming ``name``)."""
     value = float(value)

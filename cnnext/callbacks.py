@@ -73,6 +73,9 @@ class _MonitorMixin:
     """Tracks the best value of ``monitor``; ``mode`` "auto" maximises accuracies."""
 
     def _init_monitor(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if not isinstance(monitor, str):
+            raise TypeError(f"monitor must be the name of a logged quantity (a str), such as "
+                            f"'val_loss'; received monitor={monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'; received mode={mode!r}")
         if mode == "auto":
@@ -135,8 +138,9 @@ class EarlyStopping(_MonitorMixin, Callback):
 
 class ModelCheckpoint(_MonitorMixin, Callback):
     """Save the model with ``model.save`` after each epoch, or only when ``monitor`` improves
-    (``save_best_only``). ``filepath`` may hold ``{epoch}`` (1-based) and log keys, e.g.
-    ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``."""
+    (``save_best_only``; the best value is kept across ``fit`` calls, as in Keras, so a later
+    fit does not overwrite a better file). ``filepath`` may hold ``{epoch}`` (1-based) and log
+    keys, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``."""
 
     def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False,
                  mode: str = "auto"):
@@ -144,9 +148,6 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         self.filepath = str(filepath)
         self.save_best_only = bool(save_best_only)
         self._init_monitor(monitor, mode)
-
-    def on_train_begin(self, logs: Optional[dict] = None) -> None:
-        self._init_monitor(self.monitor, self.mode)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         logs = logs or {}

@@ -35,6 +35,15 @@ def _logits_accuracy(metric: metrics_mod.Accuracy) -> metrics_mod.Accuracy:
     return metric
 
 
+def _is_model_dtype(dtype: Any) -> bool:
+    """``dtype`` names native float32 or float64 ("float32", np.float32, np.dtype("f4")...)."""
+    try:
+        resolved = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        return False
+    return resolved is not None and resolved.isnative and resolved.name in DTYPES
+
+
 class Sequential:
     """A linear stack of layers.
 
@@ -47,7 +56,7 @@ class Sequential:
     def __init__(self, layers: Optional[Iterable[Layer]] = None, name: str = "sequential",
                  dtype: str = "float32", seed: Optional[int] = None,
                  backend: Optional[str] = None):
-        if str(dtype) not in DTYPES:
+        if not _is_model_dtype(dtype):
             raise ValueError(f"dtype must be one of {DTYPES}; received dtype={dtype!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"model name must be a non-empty string; received name={name!r}")
@@ -129,6 +138,9 @@ class Sequential:
     def _build_layer(self, index: int, input_shape: tuple[int, ...]) -> None:
         layer = self.layers[index]
         self._check_declared_shape(layer, input_shape)
+        if layer.built and layer.dtype != self.dtype:
+            raise ValueError(f"layer '{layer.name}' was built with {layer.dtype} weights and "
+                             f"cannot join the {self.dtype} model '{self.name}'")
         layer.dtype = self.dtype
         layer.backend = self._backend
         layer.seed_sequence = np.random.SeedSequence(self._entropy, spawn_key=(0, index))
@@ -259,8 +271,11 @@ class Sequential:
 
     def compile(self, optimizer: Any = "sgd", loss: Any = "mse",
                 metrics: Optional[Sequence[Any]] = None) -> None:
-        """Choose the optimizer, loss and metrics, by name or as objects."""
-        self.optimizer = optimizers_mod.get(optimizer)
+        """Choose the optimizer, loss and metrics, by name or as objects (an optimizer object
+        serves one model: see :meth:`cnnext.optimizers.Optimizer.attach`)."""
+        optimizer = optimizers_mod.get(optimizer)
+        optimizer.attach(self)
+        self.optimizer = optimizer
         self.loss = losses_mod.get(loss)
         if isinstance(metrics, (str, metrics_mod.Metric)):
             metrics = [metrics]

@@ -21,12 +21,13 @@ make every later update of them about a hundred times slower. Otherwise the rule
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
 from . import schedules
-from ._checks import check_bool, check_positive
+from ._checks import check_bool
 from .backend import BACKENDS, resolve
 from .schedules import LearningRate, LearningRateSchedule
 
@@ -63,6 +64,21 @@ class Optimizer:
         self.iterations = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {}
         self._backend: Optional[str] = None  # the backend of the current apply()
+        self._model: Optional[weakref.ref] = None  # the model compiled with it (see attach)
+
+    def attach(self, model: Any) -> None:
+        """Called by ``model.compile``. Slots are keyed by parameter name, so an optimizer that
+        another model was compiled with (and still uses, or trained) would hand that model's
+        momentum and update count to this one: ValueError instead."""
+        previous = None if self._model is None else self._model()
+        if self._model is not None and previous is not model:
+            kind = type(self).__name__
+            whose = (f"is already compiled into model '{previous.name}'" if previous is not None
+                     else f"holds {self.iterations} updates of state from another model")
+            if previous is not None or self.iterations or self.slots:
+                raise ValueError(f"this {kind} optimizer {whose}; compile each model with its "
+                                 f"own optimizer, e.g. {kind}.from_config(optimizer.get_config())")
+        self._model = weakref.ref(model)
 
     @property
     def learning_rate(self) -> LearningRate:
@@ -70,8 +86,8 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value: LearningRate) -> None:
-        if not isinstance(value, LearningRateSchedule):
-            value = check_positive(value, "learning_rate")
+        if not isinstance(value, LearningRateSchedule):  # 0 is allowed (a warm-up's start)
+            value = _non_negative(value, "learning_rate")
         self._learning_rate = value
 
     def current_learning_rate(self) -> float:

@@ -59,13 +59,17 @@ def train_val_split(
 ) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
     """Shuffle and split into ``((x_train, y_train), (x_val, y_val))``.
 
-    ``val_fraction`` in ``[0, 1)`` of the samples (rounded) goes to validation.
+    ``val_fraction`` in ``[0, 1)`` of the samples (rounded) goes to validation; ValueError when
+    that leaves either part empty (0 asks for no validation).
     """
     _check_pair(x, y)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
     order = np.random.default_rng(seed).permutation(len(x))
     n_val = int(round(len(x) * val_fraction))
+    if n_val == len(x) or (val_fraction > 0 and n_val == 0):
+        raise ValueError(f"val_fraction={val_fraction} of {len(x)} samples leaves no training or "
+                         "no validation samples")
     val, train = order[:n_val], order[n_val:]
     return (x[train], y[train]), (x[val], y[val])
 

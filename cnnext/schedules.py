@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Union
 
-from ._checks import check_bool, check_positive
+from ._checks import check_bool, check_count, check_positive
 
 
 class LearningRateSchedule:
@@ -30,7 +30,7 @@ class StepDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate: float, step_size: int, gamma: float = 0.1):
         self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
-        self.step_size = int(check_positive(step_size, "step_size"))
+        self.step_size = check_count(step_size, "step_size")
         self.gamma = check_positive(gamma, "gamma")
 
     def __call__(self, step: int) -> float:
@@ -41,10 +41,10 @@ class ExponentialDecay(LearningRateSchedule):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)``; with ``staircase`` the
     exponent is rounded down (Keras' ExponentialDecay)."""
 
-    def __init__(self, initial_learning_rate: float, decay_steps: int, decay_rate: float,
+    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
                  staircase: bool = False):
         self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = int(check_positive(decay_steps, "decay_steps"))
+        self.decay_steps = check_positive(decay_steps, "decay_steps")
         self.decay_rate = check_positive(decay_rate, "decay_rate")
         self.staircase = check_bool(staircase, "staircase")
 
@@ -59,9 +59,9 @@ class CosineDecay(LearningRateSchedule):
     """Cosine from ``initial_learning_rate`` down to ``alpha * initial_learning_rate`` over
     ``decay_steps`` updates, then constant (Keras' CosineDecay without warm-up)."""
 
-    def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0):
+    def __init__(self, initial_learning_rate: float, decay_steps: float, alpha: float = 0.0):
         self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
-        self.decay_steps = int(check_positive(decay_steps, "decay_steps"))
+        self.decay_steps = check_positive(decay_steps, "decay_steps")
         self.alpha = float(alpha)
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1]; received alpha={alpha}")

@@ -134,6 +134,27 @@ def test_model_checkpoint_saves_each_epoch_or_best_only(monkeypatch):
     assert len(saved) == len(improvements) >= 1 and best.best == min(val)
 
 
+def test_model_checkpoint_keeps_its_best_value_across_fits(monkeypatch):
+    """A second fit whose validation loss is worse must not replace the best file (Keras)."""
+    m = model()
+    saved = []
+    monkeypatch.setattr(m, "save", lambda path: saved.append(m.get_weights()))
+    best = ModelCheckpoint("best.npz", monitor="val_loss", save_best_only=True)
+    first = m.fit(X, Y, epochs=2, validation_data=(X, Y), verbose=0, callbacks=[best])
+    assert saved and best.best == min(first.history["val_loss"])
+    count = len(saved)
+    worse = m.fit(X, Y, epochs=2, validation_data=(X, 1 - Y), verbose=0, callbacks=[best])
+    assert min(worse.history["val_loss"]) > best.best
+    assert len(saved) == count and best.best == min(first.history["val_loss"])
+
+
+@pytest.mark.parametrize("make", [lambda: EarlyStopping(monitor=None),
+                                  lambda: ModelCheckpoint("m.npz", monitor=3)])
+def test_the_monitored_quantity_is_named_by_a_string(make):
+    with pytest.raises(TypeError, match="monitor must be the name of a logged quantity"):
+        make()
+
+
 def test_model_checkpoint_writes_real_files(tmp_path):
     from cnnext import io as io_module
 
@@ -158,6 +179,25 @@ def test_learning_rate_scheduler_sets_rate_each_epoch():
     assert rates == pytest.approx([0.1, 0.05, 0.025])
     with pytest.raises(TypeError, match="callable"):
         LearningRateScheduler(0.1)
+
+
+def test_a_warm_up_may_start_at_learning_rate_zero():
+    """Keras-style warm-up: rate 0 in the first epoch leaves the weights as they are."""
+    m = model(lr=0.1)
+    start = m.get_weights()
+    rates = []
+
+    class Probe(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(self.model.optimizer.current_learning_rate())
+            if epoch == 0:
+                for before, after in zip(start, self.model.get_weights()):
+                    np.testing.assert_array_equal(before, after)
+
+    m.fit(X, Y, epochs=2, verbose=0,
+          callbacks=[LearningRateScheduler(lambda epoch, lr: 0.1 * epoch), Probe()])
+    assert rates == pytest.approx([0.0, 0.1])
+    assert any(not np.array_equal(a, b) for a, b in zip(start, m.get_weights()))
 
 
 def test_terminate_on_nan_stops_with_a_message(capsys):

@@ -75,6 +75,11 @@ def test_train_val_split_rejects_bad_arguments():
         train_val_split(np.zeros(4), np.zeros(4), val_fraction=1.0)
     with pytest.raises(ValueError, match="differ in length: 4 vs 3"):
         train_val_split(np.zeros(4), np.zeros(3))
+    for fraction in (0.96, 0.01):  # all 10 samples to validation; none
+        with pytest.raises(ValueError, match=f"val_fraction={fraction} of 10 samples leaves no"):
+            train_val_split(np.zeros(10), np.zeros(10), val_fraction=fraction)
+    (xt, _), (xv, _) = train_val_split(np.zeros(10), np.zeros(10), val_fraction=0.0)
+    assert (len(xt), len(xv)) == (10, 0)
 
 
 @pytest.mark.parametrize("shuffle", [False, True])

@@ -361,7 +361,7 @@ def test_config_boolean_given_as_a_string(saved):
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("learning_rate", math.inf, "learning_rate must be a finite number > 0"),
+    ("learning_rate", math.inf, "learning_rate must be a finite number >= 0"),
     ("weight_decay", math.inf, "weight_decay must be a finite number >= 0"),
     ("beta_1", 1.0, r"beta_1 must be in \[0, 1\)"),
     ("epsilon", math.inf, "epsilon must be a finite number >= 0"),

@@ -7,6 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from cnnext import Sequential
 from cnnext import layers as L
 from cnnext.layers import get_layer_class
 
@@ -306,6 +307,34 @@ def test_layer_call_builds_from_first_batch():
     assert y.dtype == np.float32
     with pytest.raises(ValueError, match="built for input shape"):
         layer.build((5,))
+
+
+def test_layer_call_on_integer_input_builds_float32_weights(backend_name):
+    """Integer input used to give integer weights (all zero after the initialiser's cast)."""
+    layer = L.Conv2D(2, 2)
+    layer.backend = backend_name
+    x = np.arange(2 * 4 * 4, dtype=np.int64).reshape(2, 4, 4, 1)
+    y = layer(x)
+    assert layer.params["kernel"].dtype == np.float32 and layer.params["kernel"].any()
+    assert y.dtype == np.float32
+    expected = layer(x.astype(np.float32))
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_a_built_layer_cannot_join_a_model_of_another_dtype():
+    layer = L.Dense(2)
+    layer(np.ones((1, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="'dense.*' was built with float32 weights and cannot "
+                                         "join the float64 model"):
+        Sequential([L.Dense(3, input_shape=(3,)), layer], dtype="float64")
+    model = Sequential([L.Dense(3, input_shape=(3,)), layer])  # the same dtype is fine
+    assert model.predict(np.ones((1, 3))).dtype == np.float32
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1e-3, np.nan, np.inf])
+def test_batchnorm_epsilon_must_be_finite_and_positive(epsilon):
+    with pytest.raises(ValueError, match="epsilon must be a finite number > 0"):
+        L.BatchNormalization(epsilon=epsilon)
 
 
 def test_conv_stride_far_beyond_the_input_is_clamped_for_the_kernels(backend_name):

@@ -107,6 +107,20 @@ def test_bad_fit_arguments(kwargs, match):
         model().fit(X, Y, **{"verbose": 0, **kwargs})
 
 
+@pytest.mark.parametrize("dtype, expected", [
+    ("float64", np.float64), (np.float64, np.float64), (np.float32, np.float32),
+    (np.dtype("f4"), np.float32), ("d", np.float64),
+])
+def test_the_model_dtype_may_be_named_as_numpy_does(dtype, expected):
+    assert Sequential(dtype=dtype).dtype == expected
+
+
+@pytest.mark.parametrize("dtype", ["float16", np.int32, None, ">f8", "complex64", "floaty"])
+def test_the_model_dtype_is_native_float32_or_float64(dtype):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        Sequential(dtype=dtype)
+
+
 def test_other_model_errors():
     with pytest.raises(ValueError, match="dtype"):
         Sequential(dtype="float16")

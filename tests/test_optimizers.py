@@ -2,6 +2,7 @@
 loss falling on a tiny problem."""
 from __future__ import annotations
 
+import gc
 import json
 import math
 
@@ -236,6 +237,47 @@ def test_schedules_values():
         schedules.deserialize({"class_name": "OneCycle"})
 
 
+def test_fractional_decay_steps_are_kept_and_a_step_size_must_be_whole():
+    """Keras keeps decay_steps as a float; they used to be truncated (0.5 -> 0: division by 0)."""
+    assert schedules.ExponentialDecay(1.0, 2.5, 0.5)(5) == pytest.approx(0.25)
+    assert schedules.ExponentialDecay(1.0, 0.5, 0.5)(1) == pytest.approx(0.25)
+    assert schedules.CosineDecay(1.0, decay_steps=0.5)(1) == pytest.approx(0.0)
+    assert schedules.StepDecay(1.0, step_size=2.0, gamma=0.5)(2) == 0.5
+    for bad, error in [(0.5, ValueError), (0, ValueError), (True, TypeError), ("2", TypeError)]:
+        with pytest.raises(error, match="step_size must be an integer >= 1"):
+            schedules.StepDecay(1.0, step_size=bad)
+
+
+def _two_layer_model(name: str) -> Sequential:
+    return Sequential([L.Dense(2, input_shape=(3,))], name=name, seed=0, backend="numpy")
+
+
+def test_an_optimizer_serves_one_model():
+    """Slots are keyed by parameter name: a second model would inherit the first's momentum."""
+    x, y = np.ones((4, 3)), np.zeros((4, 2))
+    opt = optimizers.SGD(0.1, momentum=0.9)
+    first = _two_layer_model("first")
+    first.compile(opt, "mse")
+    first.compile(opt, "mse")  # recompiling the same model keeps it
+    second = _two_layer_model("second")
+    with pytest.raises(ValueError, match="already compiled into model 'first'; compile each"):
+        second.compile(opt, "mse")
+    assert second.optimizer is None
+    first.train_on_batch(x, y)
+    del first
+    gc.collect()
+    with pytest.raises(ValueError, match="holds 1 updates of state from another model"):
+        second.compile(opt, "mse")
+    fresh = optimizers.SGD.from_config(opt.get_config())
+    second.compile(fresh, "mse")
+    assert fresh.iterations == 0 and not fresh.slots
+    unused = optimizers.Adam()
+    _two_layer_model("a").compile(unused, "mse")  # its model is gone and it never trained
+    gc.collect()
+    second.compile(unused, "mse")
+    assert second.optimizer is unused
+
+
 def test_schedule_drives_the_learning_rate_per_update():
     opt = optimizers.SGD(schedules.StepDecay(1.0, step_size=1, gamma=0.5))
     p = np.zeros(1)
@@ -260,9 +302,10 @@ def test_loss_falls_on_a_tiny_problem(name):
 
 
 def test_optimizer_argument_errors():
+    assert optimizers.SGD(learning_rate=0).learning_rate == 0.0  # as in torch and Keras
     with pytest.raises(ValueError, match="learning_rate"):
-        optimizers.SGD(learning_rate=0)
-    with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
+        optimizers.SGD(learning_rate=-0.1)
+    with pytest.raises(ValueError, match="learning_rate must be a finite number >= 0"):
         optimizers.SGD(learning_rate=math.inf)
     with pytest.raises(ValueError, match="weight_decay must be a finite number >= 0"):
         optimizers.AdamW(weight_decay=math.inf)

@@ -202,12 +202,14 @@ class Layer:
         raise NotImplementedError
 
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Build from ``x.shape[1:]`` when needed, then :meth:`forward` (convenience for use
-        outside a model; ``x`` must already have the layer's dtype)."""
+        """Build from ``x.shape[1:]`` when needed (in ``x``'s dtype when that is float32 or
+        float64, else float32), then :meth:`forward` of ``x`` in the layer's dtype (convenience
+        for use outside a model)."""
+        x = np.asarray(x)
         if not self.built:
-            self.dtype = np.dtype(x.dtype)
+            self.dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
             self.build(x.shape[1:])
-        return self.forward(np.ascontiguousarray(x), training=training)
+        return self.forward(np.ascontiguousarray(x, dtype=self.dtype), training=training)
 
     # --- weights and config ---------------------------------------------------------------------
 

@@ -25,8 +25,8 @@ class BatchNormalization(Layer):
         self.epsilon = check_float(epsilon, "epsilon")
         if not 0.0 <= self.momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1]; received momentum={momentum}")
-        if self.epsilon <= 0.0:
-            raise ValueError(f"epsilon must be > 0; received epsilon={epsilon}")
+        if not 0.0 < self.epsilon < np.inf:
+            raise ValueError(f"epsilon must be a finite number > 0; received epsilon={epsilon}")
         self._xhat: Optional[np.ndarray] = None
         self._inv_std: Optional[np.ndarray] = None
         self._training = False
