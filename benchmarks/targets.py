@@ -61,9 +61,10 @@ def _pooling_worst(results: dict[str, Any]) -> Figure:
 def _scaling(key: str) -> Callable[[dict[str, Any]], Figure]:
     def get(results: dict[str, Any]) -> Figure:
         points = results["scaling"]["points"]
-        last = points[-1]
-        gain = last["cnnext"][key] / points[0]["cnnext"][key]
-        return gain, f"{times(gain)} at {last['threads']} threads"
+        # the SCALING_THREADS point when measured (more cores go further), else the last one
+        point = next((p for p in points if p["threads"] == SCALING_THREADS), points[-1])
+        gain = point["cnnext"][key] / points[0]["cnnext"][key]
+        return gain, f"{times(gain)} at {point['threads']} threads"
     return get
 
 

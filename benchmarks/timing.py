@@ -51,14 +51,14 @@ def measure(
     """Time ``fn()`` (seconds per call) after ``warmup`` untimed calls.
 
     The number of timed calls is chosen so that they take about ``budget_s`` in total, clamped to
-    ``[min_repeats, max_repeats]``; the first warm-up call's duration gives the estimate.
+    ``[min_repeats, max_repeats]``; the last warm-up call's duration gives the estimate (the
+    first may include one-time setup: PyTorch's first conv backward takes 30x a later one).
     """
     if _quick:
         warmup, min_repeats, budget_s = 1, min(min_repeats, 3), budget_s / QUICK_FACTOR
-    first = time_once(fn)
-    for _ in range(warmup - 1):
-        fn()
-    repeats = int(np.clip(budget_s / max(first, 1e-9), min_repeats, max_repeats))
+    for _ in range(warmup):
+        last = time_once(fn)
+    repeats = int(np.clip(budget_s / max(last, 1e-9), min_repeats, max_repeats))
     samples = np.empty(repeats)
     for i in range(repeats):
         start = time.perf_counter()
