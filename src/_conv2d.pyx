@@ -197,7 +197,12 @@ def _weight_grad_direct(dy, x, w, stride, padding, dilation, nt):
     if path == "expanded":
         return _weight_grad_expanded(dy, x, w, padding, nt)
     if path == "planar":
-        return _weight_grad_planar(dy, x, w, padding, dilation, nt)
+        dw, db = _weight_grad_planar(dy, x, w, padding, dilation, nt)
+        if _all_finite(dw):
+            return dw, db
+        # a NaN or infinity in x, times the zeros past each output-gradient row, would be NaN in
+        # taps that never read it: the channel-lane kernel multiplies only what the forward did
+        path = "lanes"
     if path == "spans":
         return _weight_grad_spans(dy, x, w, stride, padding, dilation, nt)
     return _weight_grad_lanes(dy, x, w, stride, padding, dilation, nt)
@@ -398,12 +403,21 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
     """Input gradient, into ``dx``, by the cheaper of a pixel-lane transposed convolution and
     kernel-row spans; always the former for a dilated kernel row when ``dy`` holds a NaN or
     infinity, which the span's zero weights between the taps would spread to cells the kernel
-    skips (0 * inf is NaN)."""
+    skips (0 * inf is NaN), else the latter when ``w`` does, which the former would multiply by
+    the zeros interleaved into and around ``dy``."""
     planar = _input_grad_planar_is_cheaper(x.shape, w.shape, stride, padding, dilation,
                                            _lanes(x.dtype))
-    if planar or (dilation[1] > 1 and not np.isfinite(np.add.reduce(dy, axis=None))):
+    if not planar or not _all_finite(w):
+        planar = dilation[1] > 1 and not _all_finite(dy)
+    if planar:
         return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
     return _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt)
+
+
+def _all_finite(a) -> bool:
+    """No NaN or infinity in ``a`` (one summing pass; a sum overflowing to infinity also says
+    False, which only costs the choice of the other, equally exact, kernel)."""
+    return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -592,3 +592,47 @@ def test_conv2d_backward_keeps_non_finite_dy_to_its_window_on_larger_layers(back
     expected = np.zeros(dx.shape, bool)
     expected[1, 4:4 + span[0]:dh, 5:5 + span[1]:dw, :] = True  # the cells its window reads
     np.testing.assert_array_equal(~np.isfinite(dx), expected)
+
+
+def _non_finite_pattern(a: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(a), 2, np.where(np.isinf(a), 1, 0))
+
+
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_conv2d_backward_spreads_a_non_finite_x_or_w_only_where_the_forward_multiplies_it(where):
+    """A NaN or infinity in x (w) must reach only the weight (input) gradients of the products
+    the forward makes with it: the compiled pixel-lane kernels also multiplied it by the zeros
+    past each output-gradient row (interleaved into dy), giving NaN where the twin and PyTorch
+    have finite values (found by a review). Compiled and twin must agree cell by cell."""
+    rng = np.random.default_rng(2)
+    for _ in range(150):
+        kh, kw, sh, sw, dh, dw = (int(v) for v in rng.integers(1, [4, 4, 3, 3, 3, 3]))
+        h, w_, c = int(rng.integers(3, 12)), int(rng.integers(3, 12)), int(rng.choice([1, 2, 4]))
+        f = int(rng.choice([1, 2, 3, 8, 16]))
+        x = rng.normal(size=(2, h, w_, c))
+        kernel = rng.normal(size=(kh, kw, c, f))
+        conv = dict(stride=(sh, sw), dilation=(dh, dw), padding=["valid", "same", 1][_ % 3])
+        try:
+            dy = np.ones(ops.conv2d(x, kernel, **conv, backend="numpy").shape)
+        except ValueError:  # the kernel does not fit
+            continue
+        target = x if where == "x" else kernel
+        target.flat[int(rng.integers(target.size))] = rng.choice([np.inf, -np.inf, np.nan])
+        with np.errstate(invalid="ignore"):
+            twin = ops.conv2d_backward(dy, x, kernel, **conv, backend="numpy")
+            compiled = ops.conv2d_backward(dy, x, kernel, **conv, backend="cython")
+        for name, a, b in zip(("dx", "dw", "db"), twin, compiled):
+            np.testing.assert_array_equal(_non_finite_pattern(b), _non_finite_pattern(a),
+                                          err_msg=f"{name}: {x.shape} {kernel.shape} {conv}")
+
+
+def test_conv2d_backward_of_a_non_finite_weight_or_input_cell_by_hand():
+    ones = np.ones((1, 1, 4, 1))
+    dx = ops.conv2d_backward(np.ones((1, 1, 2, 1)), ones, np.full((1, 1, 1, 1), np.inf),
+                             stride=2, backend="cython")[0]
+    np.testing.assert_array_equal(dx.ravel(), [np.inf, 0, np.inf, 0])  # odd columns unread
+    x = np.ones((2, 9, 3, 2))
+    x[0, 8, 0, 0] = np.inf  # read only by the tap (kh=2, kw=0) at dilation (2, 1)
+    dw = ops.conv2d_backward(np.ones((2, 5, 1, 3)), x, np.ones((3, 3, 2, 3)), dilation=(2, 1),
+                             backend="cython")[1]
+    np.testing.assert_array_equal(dw[:, :, 0, 0], [[10, 10, 10], [10, 10, 10], [np.inf, 10, 10]])
