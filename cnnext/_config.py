@@ -3,6 +3,10 @@
 The kernels read :func:`get_num_threads` on every call and pass it to OpenMP as ``num_threads``,
 so the setting holds in every Python thread. :func:`set_num_threads` also limits numpy's BLAS pool
 to the same count (via threadpoolctl), so OpenMP and BLAS never oversubscribe the cores.
+
+A process forked from this one (``multiprocessing``'s default on Linux) runs the kernels on one
+thread: GNU OpenMP cannot start a thread team in a child forked after the parent ran one (the
+child would hang). Use the ``spawn`` or ``forkserver`` start method for multi-threaded workers.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import os
 import platform
 import sys
 import threading
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -45,15 +50,18 @@ def _available_cores() -> int:
 
 
 def _default_threads() -> int:
-    if not openmp_enabled():
+    """The first entry of ``OMP_NUM_THREADS`` when it is a positive integer (at most
+    MAX_THREADS), else the usable cores; 1 without OpenMP or in a forked child."""
+    if not openmp_enabled() or _forked:
         return 1
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    if env.isascii() and env.isdigit() and int(env) > 0:
+        return min(int(env), MAX_THREADS)
     return _available_cores()
 
 
 MAX_THREADS = 4096  # more would only make OpenMP try to start absurd numbers of threads
+_forked = False  # this process is a fork of one that imported cnnext
 _num_threads = _default_threads()
 _blas_limiter = None
 
@@ -81,7 +89,13 @@ def set_num_threads(n: int | None) -> None:
         raise ValueError(f"set_num_threads expects n >= 1, got {n}")
     if n > MAX_THREADS:
         raise ValueError(f"set_num_threads expects n <= {MAX_THREADS}, got {n}")
-    _num_threads = int(n) if openmp_enabled() else 1
+    if n > 1 and (_forked or not openmp_enabled()):
+        why = ("this process was forked after cnnext was imported (GNU OpenMP cannot start "
+               "threads there; use the spawn or forkserver start method)" if _forked else
+               "cnnext was built without OpenMP")
+        warnings.warn(f"set_num_threads({n}): the kernels stay on one thread: {why}",
+                      RuntimeWarning, stacklevel=2)
+    _num_threads = int(n) if openmp_enabled() and not _forked else 1
     from threadpoolctl import threadpool_limits
 
     if _blas_limiter is not None:
@@ -93,6 +107,18 @@ _blas_libs: list | None = None
 _blas_lock = threading.Lock()
 _blas_depth = 0
 _blas_saved: list[int] = []
+
+
+def _after_fork_in_child() -> None:
+    """One kernel thread in a forked child (see the module docstring), and a fresh BLAS-policy
+    state: the thread that held the policy in the parent does not exist here."""
+    global _forked, _num_threads, _blas_lock, _blas_depth, _blas_saved
+    _forked, _num_threads = True, 1
+    _blas_lock, _blas_depth, _blas_saved = threading.Lock(), 0, []
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _blas_controllers() -> list:

@@ -21,7 +21,7 @@ def set_simd_level(name: str = "auto") -> None:
 
 
 try:  # CNNEXT_SIMD overrides the automatic choice
-    set_simd_level(os.environ.get("CNNEXT_SIMD", "auto"))
+    set_simd_level(os.environ.get("CNNEXT_SIMD", "").strip().lower() or "auto")
 except ValueError as exc:
     warnings.warn(f"{exc}; using 'auto'", RuntimeWarning, stacklevel=1)
     set_simd_level("auto")

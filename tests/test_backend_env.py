@@ -122,3 +122,18 @@ def test_cli_info_with_a_bad_value_warns_once_and_succeeds() -> None:
         for key, value in (line.split(":", 1) for line in result.stdout.splitlines())
     )
     assert info["default_backend"] == DEFAULT
+
+
+@pytest.mark.parametrize("value", [" BASELINE ", "Baseline"])
+def test_cnnext_simd_is_read_without_case_or_spaces(value: str, compiled_backend: str) -> None:
+    """``CNNEXT_SIMD`` is trimmed and lower-cased like ``CNNEXT_BACKEND`` (it used to warn that
+    the level " BASELINE " did not exist, once per compiled module)."""
+    code = ("import warnings; warnings.simplefilter('error')\n"
+            "from cnnext._ext import _conv2d, _pool2d\n"
+            "print(_conv2d.simd_level(), _pool2d.simd_level())")
+    env = {**os.environ, "CNNEXT_SIMD": value}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_PARENT, env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["baseline", "baseline"]

@@ -72,14 +72,19 @@ def test_set_num_threads_rejects_non_integers(bad):
         cnnext.set_num_threads(bad)
 
 
-def threads_in_subprocess(omp_num_threads: str | None) -> int:
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    if omp_num_threads is not None:
-        env["OMP_NUM_THREADS"] = omp_num_threads
+def run_python(code: str, **env_vars: str | None) -> subprocess.CompletedProcess:
+    """``python -c code`` importing this checkout's cnnext, with ``env_vars`` set (None: unset);
+    a hang fails after two minutes instead of stalling the suite."""
+    env = {k: v for k, v in os.environ.items() if k not in env_vars}
+    env.update({k: v for k, v in env_vars.items() if v is not None})
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_PARENT, env.get("PYTHONPATH")]))
-    code = "import cnnext; print(cnnext.get_num_threads())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True, timeout=120)
+
+
+def threads_in_subprocess(omp_num_threads: str | None) -> int:
+    out = run_python("import cnnext; print(cnnext.get_num_threads())",
+                     OMP_NUM_THREADS=omp_num_threads)
     return int(out.stdout.strip())
 
 
@@ -89,6 +94,56 @@ def test_get_num_threads_honours_omp_num_threads():
         return
     assert threads_in_subprocess("3") == 3
     assert threads_in_subprocess("1") == 1
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "5000", "3.5", "-2"])
+def test_odd_omp_num_threads_values_neither_break_the_import_nor_exceed_the_cap(value):
+    """"²" passes str.isdigit but not int(): the import used to fail; 5000 skipped the cap."""
+    cores = threads_in_subprocess(None)
+    expected = min(5000, cnnext._config.MAX_THREADS) if value == "5000" else cores
+    assert threads_in_subprocess(value) == (expected if cnnext.config()["openmp"] else 1)
+
+
+FORKED_CHILD = """
+import os, sys, warnings
+import numpy as np
+import cnnext
+from cnnext import ops
+cnnext.set_num_threads(2)
+x = np.random.default_rng(0).standard_normal((8, 12, 12, 3)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((3, 3, 3, 4)).astype(np.float32)
+y = ops.conv2d(x, w)  # the parent's OpenMP team now exists
+pid = os.fork()
+if pid == 0:
+    ok = np.array_equal(ops.conv2d(x, w), y) and cnnext.get_num_threads() == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cnnext.set_num_threads(2)
+    ok = ok and cnnext.get_num_threads() == 1 and "forked" in str(caught[0].message)
+    os._exit(0 if ok else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), cnnext.get_num_threads())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX only")
+def test_a_forked_child_runs_the_kernels_on_one_thread_instead_of_hanging():
+    """GNU OpenMP cannot start a team in a child forked after the parent ran one: the child
+    used to hang in its first kernel (multiprocessing's default start method on Linux)."""
+    out = run_python(FORKED_CHILD)
+    expected_parent = 2 if cnnext.config()["openmp"] else 1
+    assert out.stdout.split() == ["0", str(expected_parent)], out.stderr
+
+
+def test_set_num_threads_warns_when_the_build_has_no_openmp(monkeypatch):
+    monkeypatch.setattr(cnnext._config, "openmp_enabled", lambda: False)
+    try:
+        with pytest.warns(RuntimeWarning, match="built without OpenMP"):
+            cnnext.set_num_threads(2)
+        assert cnnext.get_num_threads() == 1
+    finally:
+        monkeypatch.undo()
+        cnnext.set_num_threads(None)
 
 
 def test_set_num_threads_none_restores_the_default():
