@@ -132,6 +132,11 @@ def _blas_controllers() -> list:
     return _blas_libs
 
 
+def blas_held_to_one_thread() -> bool:
+    """Whether a :func:`single_threaded_blas` block is running (in any Python thread)."""
+    return _blas_depth > 0
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """Run the block with numpy's BLAS on one thread (nestable, shared by all Python threads:

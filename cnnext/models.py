@@ -357,8 +357,10 @@ class Sequential:
         return "fused" if activation == self.loss.fused_activation else "plain"
 
     def _blas_policy(self) -> AbstractContextManager:
-        """Dense layers' BLAS on one thread while the compiled kernels' OpenMP threads own the
-        cores (see :func:`cnnext._config.single_threaded_blas`)."""
+        """numpy's BLAS (the GEMM path of large convolutions without AVX-512) on one thread while
+        the compiled kernels' OpenMP threads own the cores (see
+        :func:`cnnext._config.single_threaded_blas`); the convolutions then prefer their direct
+        kernels on all threads."""
         if resolve(self._backend) is BACKENDS.get("cython") and get_num_threads() > 1:
             return single_threaded_blas()
         return nullcontext()

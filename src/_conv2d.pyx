@@ -33,7 +33,7 @@ import functools
 
 import numpy as np
 
-from cnnext._config import get_num_threads
+from cnnext._config import blas_held_to_one_thread, get_num_threads
 from cnnext.workspace import output, scratch
 
 include "_conv_kernels.pxi"
@@ -43,6 +43,10 @@ include "_simd_level.pxi"
 WEIGHT_GRAD_CHUNKS = 16
 # GEMM path: an im2col buffer holds at most this many elements (but always one whole sample).
 GEMM_TILE_ELEMENTS = 1 << 22
+# While BLAS is held to one thread, the direct kernels' threads beat it up to this many bytes of
+# weights per thread (measured with AVX2 on 2 threads: 64->64 3x3 1.8x faster, 128->128 1.3x,
+# 128->256 even, 256->256 1.6x slower; their weights are 147 KB to 2.4 MB in float32).
+DIRECT_WEIGHT_BYTES_PER_THREAD = 1 << 19
 
 
 def _round_up(n: int, m: int) -> int:
@@ -57,11 +61,17 @@ def _output_hw(x_shape, w_shape, stride, padding, dilation) -> tuple[int, int]:
     return Ho, Wo
 
 
-def _use_gemm(w_shape) -> bool:
+def _use_gemm(w) -> bool:
     """Many channels: im2col + BLAS, unless the direct kernels have AVX-512-wide vectors (then
-    they outrun numpy's BLAS)."""
-    KH, KW, C, F = w_shape
-    return cnx_f.vbytes < 64 and KH * KW * C >= 64 and F >= 32
+    they outrun numpy's BLAS), or unless BLAS is held to one thread (in a model's passes, see
+    :func:`cnnext._config.single_threaded_blas`) while the kernels have several threads, for
+    weights of up to DIRECT_WEIGHT_BYTES_PER_THREAD per thread."""
+    KH, KW, C, F = w.shape
+    if cnx_f.vbytes >= 64 or KH * KW * C < 64 or F < 32:
+        return False
+    nt = get_num_threads()
+    return (nt == 1 or not blas_held_to_one_thread()
+            or w.nbytes > nt * DIRECT_WEIGHT_BYTES_PER_THREAD)
 
 
 def _lanes(dtype) -> int:
@@ -118,7 +128,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation, out=None, relu=False):
     given); ``relu``: ``max(y, 0)``, applied to each part of ``y`` as soon as it is computed."""
     Ho, Wo = _output_hw(x.shape, w.shape, stride, padding, dilation)
     y = output(out, (x.shape[0], Ho, Wo, w.shape[3]), x.dtype)
-    if _use_gemm(w.shape):
+    if _use_gemm(w):
         return _forward_gemm(x, w, b, stride, padding, dilation, y, relu)
     return _forward_direct(x, w, b, stride, padding, dilation, y, relu)
 
@@ -128,7 +138,7 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=No
     given ``dy (N, Ho, Wo, F)``; ``dx`` is None when ``input_grad`` is False, else written into
     ``out`` when given."""
     dx = output(out, x.shape, x.dtype) if input_grad else None
-    if _use_gemm(w.shape):
+    if _use_gemm(w):
         return _backward_gemm(dy, x, w, stride, padding, dilation, dx)
     return _backward_direct(dy, x, w, stride, padding, dilation, dx)
 

@@ -1,7 +1,8 @@
 """While a model runs on the compiled backend with several kernel threads, numpy's BLAS (used by
-Dense layers in training) is held to one thread, so the two thread pools never busy-wait against
-each other; the user's BLAS setting is restored afterwards, also across Python threads and on
-errors."""
+the GEMM path of large convolutions without AVX-512) is held to one thread, so the two thread
+pools never busy-wait against each other; the user's BLAS setting is restored afterwards, also
+across Python threads and on errors. The convolutions then take their direct kernels, on every
+thread."""
 from __future__ import annotations
 
 import threading
@@ -89,3 +90,34 @@ def test_overlapping_python_threads_restore_the_setting(two_blas_threads):
     for worker in workers:
         worker.join()
     assert set(blas_threads()) == {2}
+
+
+def test_large_convolutions_keep_every_thread_while_blas_is_held(compiled_backend, monkeypatch):
+    """Without AVX-512 a 64-channel convolution goes through im2col and BLAS; held to one BLAS
+    thread in a model it ran on one thread in all (half the speed of the direct kernels on
+    two). Now it takes the direct kernels there, unless its weights exceed 512 KiB per thread."""
+    from cnnext import ops
+    from cnnext._ext import _conv2d
+
+    calls: list[str] = []
+    for name in ("_forward_gemm", "_forward_direct"):
+        real = getattr(_conv2d, name)
+        monkeypatch.setattr(_conv2d, name,
+                            lambda *args, real=real, name=name: calls.append(name) or real(*args))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 6, 6, 64)).astype(np.float32)
+    small = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)  # 147 KiB
+    large = rng.standard_normal((3, 3, 64, 512)).astype(np.float32)  # 1.2 MiB
+    _conv2d.set_simd_level("baseline")  # 16-byte vectors: the GEMM path applies
+    try:
+        cnnext.set_num_threads(2)
+        expected = ops.conv2d(x, small, backend="numpy")
+        np.testing.assert_allclose(ops.conv2d(x, small), expected, rtol=1e-4, atol=1e-4)
+        with single_threaded_blas():
+            np.testing.assert_allclose(ops.conv2d(x, small), expected, rtol=1e-4, atol=1e-4)
+            ops.conv2d(x, large)
+            cnnext.set_num_threads(1)
+            ops.conv2d(x, small)
+    finally:
+        _conv2d.set_simd_level("auto")
+    assert calls == ["_forward_gemm", "_forward_direct", "_forward_gemm", "_forward_gemm"]
