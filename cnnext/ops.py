@@ -184,13 +184,10 @@ def _cache_key_safe(*values) -> bool:
     mean equal arguments: ``True == 1`` and ``2.0 == 2`` hash alike, so a bool or a float (which
     the checks refuse) must never be looked up in a cache of accepted arguments."""
     for value in values:
-        kind = type(value)
-        if value is None:
-            continue
-        if kind is tuple:
+        if type(value) is tuple:
             if not all(type(v) is int for v in value):
                 return False
-        elif kind is not int and kind is not str:
+        elif value is not None and type(value) not in (int, str):
             return False
     return True
 
