@@ -3,11 +3,15 @@ reach each input row, and how the rows are grouped into register blocks."""
 from __future__ import annotations
 
 import itertools
+import os
 
 import numpy as np
 import pytest
 
-_conv2d = pytest.importorskip("cnnext._ext._conv2d")
+if os.environ.get("CI") == "true":
+    from cnnext._ext import _conv2d  # CI builds the kernels: missing ones must fail, never skip
+else:
+    _conv2d = pytest.importorskip("cnnext._ext._conv2d")
 
 
 def _reaching(ih: int, top: int, KH: int, sh: int, dh: int, Ho: int) -> list[int]:

@@ -36,7 +36,9 @@ SHARES = {"conv2d": 0.2, "conv2d_backward": 0.2, "pool2d": 0.18, "pool2d_backwar
           "relu": 0.05, "relu_backward": 0.05}
 EXAMPLES = {op: math.ceil(TOTAL_CALLS * share / len(BACKENDS)) for op, share in SHARES.items()}
 TALLY: Counter = Counter()
+COMPARED: Counter = Counter()  # valid calls whose results were compared across backends
 MAX_PARAMETER = 2**31 - 1
+MIN_COMPARED = 20  # most examples are bad calls; at least this many per op must be valid ones
 MEMORY = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 FUZZ = settings(deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -272,6 +274,7 @@ def check_call(op: str, oracle: Oracle, expected_shapes, dtype, *args, **kwargs)
         return
     for kind, result in outcomes:
         assert kind == "ok", f"{op} raised {result!r} on a valid call"
+    COMPARED[op] += 1
     results = [r if isinstance(r, tuple) else (r,) for _, r in outcomes]
     for parts in results:
         assert [p.shape for p in parts] == list(expected_shapes)
@@ -502,11 +505,12 @@ def _run(op: str) -> None:
     def fuzz(data) -> None:
         CASES[op](data, backward=op.endswith("_backward"))
 
-    before = TALLY[op]
+    before, compared_before = TALLY[op], COMPARED[op]
     fuzz()
-    made = TALLY[op] - before
+    made, compared = TALLY[op] - before, COMPARED[op] - compared_before
     assert made >= 0.95 * EXAMPLES[op] * len(BACKENDS), (op, made)
-    print(f"\n{op}: {made} fuzzed calls")
+    assert compared >= MIN_COMPARED, f"{op}: only {compared} valid calls compared"
+    print(f"\n{op}: {made} fuzzed calls, {compared} valid ones compared")
 
 
 def test_fuzz_conv2d():

@@ -287,7 +287,7 @@ def test_writer_killed_mid_save_never_leaves_a_broken_file(tmp_path):
     path, ref_a, ref_b = (tmp_path / n for n in ("model.npz", "a.npz", "b.npz"))
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(cnnext.__file__)))
     rng = np.random.default_rng(4)
-    interrupted_saves = kills = 0
+    interrupted_saves = kills = checked = 0
     while interrupted_saves < 3 and kills < 20:
         proc = subprocess.Popen([sys.executable, str(script), str(path), str(ref_a), str(ref_b)],
                                 stdout=subprocess.PIPE, env=env, cwd=tmp_path)
@@ -306,4 +306,6 @@ def test_writer_killed_mid_save_never_leaves_a_broken_file(tmp_path):
         weights = load_model(path).get_weights()
         versions = [load_model(ref).get_weights() for ref in (ref_a, ref_b)]
         assert any(all(np.array_equal(w, v) for w, v in zip(weights, ver)) for ver in versions)
+        checked += 1
     assert interrupted_saves > 0, "no kill landed inside a save; the test proved nothing"
+    assert checked > 0, "the target file never existed: nothing was verified"

@@ -52,7 +52,11 @@ def _load_fails(path, match):
 
 
 def test_intact_file_loads(saved):
-    load_model(saved)
+    _, arrays = _contents(saved)
+    model = load_model(saved)
+    np.testing.assert_array_equal(model.layers[0].params["kernel"],
+                                  arrays["layers/0/params/kernel"])
+    np.testing.assert_array_equal(model.layers[3].params["bias"], arrays["layers/3/params/bias"])
 
 
 @pytest.mark.parametrize("keep", [0, 10, 0.5, -22, -1])

@@ -68,7 +68,7 @@ def test_set_num_threads_rejects_non_positive(bad):
 
 @pytest.mark.parametrize("bad", ["2", 2.0, True])
 def test_set_num_threads_rejects_non_integers(bad):
-    with pytest.raises(TypeError, match=type(bad).__name__):
+    with pytest.raises(TypeError, match=f"expects an int or None, got {type(bad).__name__}"):
         cnnext.set_num_threads(bad)
 
 

@@ -322,10 +322,11 @@ def test_pool2d_with_relu_is_relu_of_the_pooling_bit_for_bit(backend_name, case,
     np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
-def test_planar_convolution_applies_the_relu_to_every_group_of_output_channels() -> None:
+def test_planar_convolution_applies_the_relu_to_every_group_of_output_channels(
+        compiled_backend) -> None:
     """Pixel lanes with three groups of output channels per sample, on 2 threads: ``relu=True``
     equals the ReLU of the plain result bit for bit (each task clamps the channels it writes)."""
-    _conv2d = pytest.importorskip("cnnext._ext._conv2d")
+    from cnnext._ext import _conv2d
     rng = np.random.default_rng(12)
     x = random_values(rng, (40, 9, 15, 2), np.float32)
     w = random_values(rng, (3, 3, 2, 20), np.float32)
@@ -354,10 +355,10 @@ WEIGHT_GRAD_PATHS = [
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [3, 19])  # fewer and more samples than the 16 partial-sum chunks
 def test_every_weight_gradient_driver_matches_numpy(path, x_shape, w_shape, stride, padding,
-                                                     dilation, dtype, n) -> None:
+                                                     dilation, dtype, n, compiled_backend) -> None:
     """Each direct weight-gradient driver, called directly: its folded partial sums equal the
     NumPy twin's ``(dw, db)``, and are bit-identical on 1 and 2 threads."""
-    _conv2d = pytest.importorskip("cnnext._ext._conv2d")
+    from cnnext._ext import _conv2d
     from cnnext.backend import numpy_ops
 
     rng = np.random.default_rng(len(path) * n)
@@ -370,9 +371,9 @@ def test_every_weight_gradient_driver_matches_numpy(path, x_shape, w_shape, stri
             "planar": (padding, dilation)}[path]
     driver = getattr(_conv2d, f"_weight_grad_{path}")
     (dw, db), (dw1, db1) = (driver(dy, x, w, *args, threads) for threads in (2, 1))
-    tol = (1e-5 if dtype == np.float32 else 1e-12) * np.prod(y_shape[:3])
-    np.testing.assert_allclose(dw, dw_want, rtol=tol, atol=tol)
-    np.testing.assert_allclose(db, db_want, rtol=tol, atol=tol)
+    tol = 1e-4 if dtype == np.float32 else 1e-12  # of the largest gradient: a 1.005x error fails
+    np.testing.assert_allclose(dw, dw_want, rtol=tol, atol=tol * np.abs(dw_want).max())
+    np.testing.assert_allclose(db, db_want, rtol=tol, atol=tol * np.abs(db_want).max())
     assert dw.shape == w.shape and db.shape == (w.shape[3],) and dw.dtype == db.dtype == dtype
     np.testing.assert_array_equal(dw, dw1)
     np.testing.assert_array_equal(db, db1)

@@ -85,7 +85,8 @@ class _Payload:
 
 
 def test_empty_png_image(model_file, tmp_path):
-    pytest.importorskip("PIL")
+    if os.environ.get("CI") != "true":  # CI installs Pillow: a missing one must fail there
+        pytest.importorskip("PIL")
     path = tmp_path / "image.png"
     path.write_bytes(b"")
     assert_one_error_line(run("predict", model_file, str(path)), "image.png")
@@ -93,9 +94,9 @@ def test_empty_png_image(model_file, tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "-2", "1.5", "", "many", str(10**20)])
 def test_bad_thread_counts(model_file, value):
-    code, err = run("predict", "--threads", value, model_file, "x.npy")
-    assert code in (1, 2)
-    assert_one_error_line((code, err), "thread", status=code)
+    """Not a positive int: a usage error (2); above the kernels' limit: a plain error (1)."""
+    result = run("predict", "--threads", value, model_file, "x.npy")
+    assert_one_error_line(result, "thread", status=1 if value == str(10**20) else 2)
 
 
 @pytest.mark.parametrize("argv", [["--backend"], ["--backend", ""], ["--backend", "Cython"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -122,11 +123,24 @@ def test_threads_calling_ops_with_different_shapes_match_serial_calls(backend_na
                 np.testing.assert_array_equal(got, ref)
 
 
+class _SwitchingBatchNorm(L.BatchNormalization):
+    """Storing ``_xhat`` hands the GIL to another thread: the window in which the old code read
+    back another thread's batch (CPython 3.11 has no switch point there on its own)."""
+
+    @property
+    def _xhat(self):
+        return self.__dict__.get("_xhat_value")
+
+    @_xhat.setter
+    def _xhat(self, value) -> None:
+        self.__dict__["_xhat_value"] = value
+        time.sleep(0)
+
+
 def test_batchnorm_inference_keeps_each_threads_batch(busy_switching):
     """BatchNormalization.forward used to store its normalised batch in ``self._xhat`` and read it
-    back; a thread switch in between would hand one thread another thread's batch. (CPython 3.11
-    has no switch point there, so this guards the fix rather than reproducing the race.)"""
-    layer = L.BatchNormalization()
+    back; a thread switch in between handed one thread another thread's batch."""
+    layer = _SwitchingBatchNorm()
     layer.build((4,))
     layer.set_weights([np.full(4, 2.0, np.float32), np.ones(4, np.float32),
                        np.full(4, 0.5, np.float32), np.full(4, 3.0, np.float32)])
