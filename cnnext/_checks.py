@@ -14,14 +14,10 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_count(value: Any, name: str) -> int:
-    """``value`` as an int >= 1: an integer (bool excluded) or an integral float such as 10.0
-    (TypeError for other types, ValueError naming ``name`` otherwise)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float,
-                                                                     np.floating)):
-        raise TypeError(f"{name} must be an integer >= 1; received {name}={value!r}")
-    if not (math.isfinite(value) and value == int(value) and value >= 1):
-        raise ValueError(f"{name} must be an integer >= 1; received {name}={value!r}")
+def check_positive_int(value: Any, name: str) -> int:
+    """``value`` as an int >= 1 (an integer, bool excluded; ValueError naming ``name``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int; received {name}={value!r}")
     return int(value)
 
 

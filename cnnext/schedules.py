@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Union
 
-from ._checks import check_bool, check_count, check_positive
+from ._checks import check_bool, check_positive, check_positive_int
 
 
 class LearningRateSchedule:
@@ -30,7 +30,7 @@ class StepDecay(LearningRateSchedule):
 
     def __init__(self, initial_learning_rate: float, step_size: int, gamma: float = 0.1):
         self.initial_learning_rate = check_positive(initial_learning_rate, "initial_learning_rate")
-        self.step_size = check_count(step_size, "step_size")
+        self.step_size = check_positive_int(step_size, "step_size")
         self.gamma = check_positive(gamma, "gamma")
 
     def __call__(self, step: int) -> float:

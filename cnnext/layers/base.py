@@ -46,12 +46,6 @@ def check_float(value: Any, name: str) -> float:
     return float(value)
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; received {name}={value!r}")
-    return int(value)
-
-
 def check_spatial_input(layer: "Layer", input_shape: Shape) -> None:
     """ValueError naming ``layer`` unless ``input_shape`` is ``(H, W, C)``."""
     if len(input_shape) != 3:

@@ -6,7 +6,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import activations, initializers
-from .._checks import check_bool
+from .._checks import check_bool, check_positive_int
 from ..backend import resolve
 from ..shapes import (
     check_padding,
@@ -17,14 +17,7 @@ from ..shapes import (
     resolve_padding,
     to_pair,
 )
-from .base import (
-    ActivatedLayer,
-    Shape,
-    WeightSpec,
-    WeightSpecs,
-    check_positive_int,
-    check_spatial_input,
-)
+from .base import ActivatedLayer, Shape, WeightSpec, WeightSpecs, check_spatial_input
 
 
 class Conv2D(ActivatedLayer):

@@ -6,17 +6,9 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import initializers
-from .._checks import check_bool
+from .._checks import check_bool, check_positive_int
 from ..backend import resolve
-from .base import (
-    ActivatedLayer,
-    Layer,
-    Shape,
-    WeightSpec,
-    WeightSpecs,
-    check_float,
-    check_positive_int,
-)
+from .base import ActivatedLayer, Layer, Shape, WeightSpec, WeightSpecs, check_float
 
 
 class Dense(ActivatedLayer):
