@@ -20,6 +20,7 @@ make every later update of them about a hundred times slower. Otherwise the rule
 """
 from __future__ import annotations
 
+import copy
 import math
 import weakref
 from typing import Any, Iterable, Optional, Union
@@ -79,6 +80,18 @@ class Optimizer:
                 raise ValueError(f"this {kind} optimizer {whose}; compile each model with its "
                                  f"own optimizer, e.g. {kind}.from_config(optimizer.get_config())")
         self._model = weakref.ref(model)
+
+    def __deepcopy__(self, memo: dict) -> "Optimizer":
+        """A deep copy attached to the copy of its model when ``copy.deepcopy`` copies the model
+        too (else to none)."""
+        clone = copy.copy(self)
+        memo[id(self)] = clone
+        for key, value in vars(self).items():
+            if key != "_model":
+                setattr(clone, key, copy.deepcopy(value, memo))
+        model = None if self._model is None else memo.get(id(self._model()))
+        clone._model = None if model is None else weakref.ref(model)
+        return clone
 
     @property
     def learning_rate(self) -> LearningRate:

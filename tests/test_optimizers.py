@@ -2,6 +2,7 @@
 loss falling on a tiny problem."""
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import math
@@ -271,6 +272,11 @@ def test_an_optimizer_serves_one_model():
     fresh = optimizers.SGD.from_config(opt.get_config())
     second.compile(fresh, "mse")
     assert fresh.iterations == 0 and not fresh.slots
+    clone = copy.deepcopy(second)  # the copy's optimizer serves the copy
+    assert clone.optimizer is not fresh and clone.optimizer.slots == {}
+    clone.compile(clone.optimizer, "mse")
+    with pytest.raises(ValueError, match="already compiled into model 'second'"):
+        clone.compile(fresh, "mse")
     unused = optimizers.Adam()
     _two_layer_model("a").compile(unused, "mse")  # its model is gone and it never trained
     gc.collect()
