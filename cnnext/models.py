@@ -127,6 +127,12 @@ class Sequential:
         self.layers.append(layer)
         self._layers_by_name[layer.name] = layer
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling or ``copy.deepcopy``: the copy's optimizer serves the copy."""
+        self.__dict__.update(state)
+        if self.optimizer is not None:
+            self.optimizer.attach(self)
+
     def _free_name(self, base: str) -> str:
         """The first of ``base_1``, ``base_2`` ... that no layer of the model has."""
         k = self._next_suffix.get(base, 1)

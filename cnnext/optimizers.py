@@ -20,7 +20,6 @@ make every later update of them about a hundred times slower. Otherwise the rule
 """
 from __future__ import annotations
 
-import copy
 import math
 import weakref
 from typing import Any, Iterable, Optional, Union
@@ -81,17 +80,10 @@ class Optimizer:
                                  f"own optimizer, e.g. {kind}.from_config(optimizer.get_config())")
         self._model = weakref.ref(model)
 
-    def __deepcopy__(self, memo: dict) -> "Optimizer":
-        """A deep copy attached to the copy of its model when ``copy.deepcopy`` copies the model
-        too (else to none)."""
-        clone = copy.copy(self)
-        memo[id(self)] = clone
-        for key, value in vars(self).items():
-            if key != "_model":
-                setattr(clone, key, copy.deepcopy(value, memo))
-        model = None if self._model is None else memo.get(id(self._model()))
-        clone._model = None if model is None else weakref.ref(model)
-        return clone
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied without the model link; a copied or unpickled model attaches its
+        copy of the optimizer again (``Sequential.__setstate__``)."""
+        return {**vars(self), "_model": None}
 
     @property
     def learning_rate(self) -> LearningRate:

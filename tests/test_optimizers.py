@@ -6,6 +6,7 @@ import copy
 import gc
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -272,11 +273,11 @@ def test_an_optimizer_serves_one_model():
     fresh = optimizers.SGD.from_config(opt.get_config())
     second.compile(fresh, "mse")
     assert fresh.iterations == 0 and not fresh.slots
-    clone = copy.deepcopy(second)  # the copy's optimizer serves the copy
-    assert clone.optimizer is not fresh and clone.optimizer.slots == {}
-    clone.compile(clone.optimizer, "mse")
-    with pytest.raises(ValueError, match="already compiled into model 'second'"):
-        clone.compile(fresh, "mse")
+    for clone in (copy.deepcopy(second), pickle.loads(pickle.dumps(second))):
+        assert clone.optimizer is not fresh  # the copy's optimizer serves the copy
+        clone.compile(clone.optimizer, "mse")
+        with pytest.raises(ValueError, match="already compiled into model 'second'"):
+            clone.compile(fresh, "mse")
     unused = optimizers.Adam()
     _two_layer_model("a").compile(unused, "mse")  # its model is gone and it never trained
     gc.collect()
