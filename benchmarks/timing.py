@@ -56,7 +56,7 @@ def measure(
     """
     if _quick:
         warmup, min_repeats, budget_s = 1, min(min_repeats, 3), budget_s / QUICK_FACTOR
-    for _ in range(warmup):
+    for _ in range(max(warmup, 1)):
         last = time_once(fn)
     repeats = int(np.clip(budget_s / max(last, 1e-9), min_repeats, max_repeats))
     samples = np.empty(repeats)

@@ -15,8 +15,11 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 def check_positive_int(value: Any, name: str) -> int:
-    """``value`` as an int >= 1 (an integer, bool excluded; ValueError naming ``name``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    """``value`` as an int >= 1: an integer (bool excluded) or a whole float such as 10.0
+    (ValueError naming ``name`` for anything else)."""
+    whole = isinstance(value, (float, np.floating)) and float(value).is_integer()
+    if (isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, np.integer)) or whole)
+            or value < 1):
         raise ValueError(f"{name} must be a positive int; received {name}={value!r}")
     return int(value)
 

@@ -61,20 +61,26 @@ def _default_threads() -> int:
 
 
 MAX_THREADS = 4096  # more would only make OpenMP try to start absurd numbers of threads
-_forked = False  # this process is a fork of one that imported cnnext
+_forked = False  # this process is a fork of one whose kernels may have run on several threads
+_team_may_exist = False  # a kernel may have started a team of several OpenMP threads
 _num_threads = _default_threads()
 _blas_limiter = None
 
 
 def get_num_threads() -> int:
-    """Threads the compiled kernels use (1 when built without OpenMP)."""
+    """Threads the compiled kernels use (1 when built without OpenMP). The kernels ask before
+    every call, so this also records that they may have started a team of several OpenMP
+    threads (see :func:`_after_fork_in_child`)."""
+    global _team_may_exist
+    if _num_threads > 1:
+        _team_may_exist = True
     return _num_threads
 
 
 def threads_for(work: int, minimum: int) -> int:
     """Threads for a kernel call of ``work`` units: all of them from ``minimum`` units on, else
     one (below it, starting the thread team costs more than it saves)."""
-    return _num_threads if work >= minimum else 1
+    return get_num_threads() if work >= minimum else 1
 
 
 def set_num_threads(n: int | None) -> None:
@@ -110,11 +116,14 @@ _blas_saved: list[int] = []
 
 
 def _after_fork_in_child() -> None:
-    """One kernel thread in a forked child (see the module docstring), and a fresh BLAS-policy
-    state: the thread that held the policy in the parent does not exist here."""
-    global _forked, _num_threads, _blas_lock, _blas_depth, _blas_saved
-    _forked, _num_threads = True, 1
+    """One kernel thread in a child forked after the kernels may have started a team of several
+    (see the module docstring), and a fresh BLAS-policy state: the thread that held the policy
+    in the parent does not exist here."""
+    global _forked, _num_threads, _blas_lock, _blas_depth, _blas_saved, _held_here
+    if _team_may_exist:
+        _forked, _num_threads = True, 1
     _blas_lock, _blas_depth, _blas_saved = threading.Lock(), 0, []
+    _held_here = threading.local()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX
@@ -132,9 +141,13 @@ def _blas_controllers() -> list:
     return _blas_libs
 
 
+_held_here = threading.local()  # per Python thread: how deep in single_threaded_blas it is
+
+
 def blas_held_to_one_thread() -> bool:
-    """Whether a :func:`single_threaded_blas` block is running (in any Python thread)."""
-    return _blas_depth > 0
+    """Whether this Python thread runs inside :func:`single_threaded_blas` (a model's pass): a
+    kernel's choice may depend on it, never on what other threads do."""
+    return getattr(_held_here, "depth", 0) > 0
 
 
 @contextmanager
@@ -154,9 +167,11 @@ def single_threaded_blas() -> Iterator[None]:
             for lib in libs:
                 lib.set_num_threads(1)
         _blas_depth += 1
+    _held_here.depth = getattr(_held_here, "depth", 0) + 1
     try:
         yield
     finally:
+        _held_here.depth -= 1
         with _blas_lock:
             _blas_depth -= 1
             if _blas_depth == 0:

@@ -92,8 +92,12 @@ class Splits(tuple):
 
 
 def _special(path: Path) -> bool:
-    """A FIFO, socket or device (links followed): reading one would block or never end."""
-    return path.exists() and not path.is_file() and not path.is_dir()
+    """A FIFO, socket or device (links followed): reading one would block or never end. False
+    when the path cannot be examined: opening it then reports why."""
+    try:
+        return path.exists() and not path.is_file() and not path.is_dir()
+    except OSError:
+        return False
 
 
 def _open(path: Path) -> IO[bytes]:

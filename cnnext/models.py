@@ -128,9 +128,10 @@ class Sequential:
         self._layers_by_name[layer.name] = layer
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Unpickling or ``copy.deepcopy``: the copy's optimizer serves the copy."""
+        """Unpickling or ``copy.deepcopy``: the copy's optimizer (unattached, see
+        ``Optimizer.__getstate__``) serves the copy; a shallow copy shares the original's."""
         self.__dict__.update(state)
-        if self.optimizer is not None:
+        if self.optimizer is not None and not self.optimizer.attached:
             self.optimizer.attach(self)
 
     def _free_name(self, base: str) -> str:
@@ -144,7 +145,7 @@ class Sequential:
     def _build_layer(self, index: int, input_shape: tuple[int, ...]) -> None:
         layer = self.layers[index]
         self._check_declared_shape(layer, input_shape)
-        if layer.built and layer.dtype != self.dtype:
+        if layer.built and (layer.params or layer.state) and layer.dtype != self.dtype:
             raise ValueError(f"layer '{layer.name}' was built with {layer.dtype} weights and "
                              f"cannot join the {self.dtype} model '{self.name}'")
         layer.dtype = self.dtype

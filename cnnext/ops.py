@@ -231,20 +231,20 @@ def _flag(op: str, name: str, value) -> bool:
 
 def _pool_geometry(op: str, x_shape, size, stride, padding, mode, relu=False):
     """Validate pooling arguments; return normalised
-    ``(size, stride, padding4, (N, Ho, Wo, C))`` (cached like :func:`_conv_geometry`)."""
-    relu = _flag(op, "relu", relu)
-    if _cache_key_safe(size, stride, padding, mode):
+    ``(size, stride, padding4, (N, Ho, Wo, C))`` (cached like :func:`_conv_geometry`; ``relu``
+    only when a bool, since ``1 == True``)."""
+    if type(relu) is bool and _cache_key_safe(size, stride, padding, mode):
         return _checked_pool_geometry(op, x_shape, size, stride, padding, mode, relu)
     return _checked_pool_geometry.__wrapped__(op, x_shape, size, stride, padding, mode, relu)
 
 
 @functools.lru_cache(maxsize=256)
-def _checked_pool_geometry(op: str, x_shape, size, stride, padding, mode, relu: bool):
-    """:func:`_pool_geometry` without the cache key check, for a bool ``relu``."""
+def _checked_pool_geometry(op: str, x_shape, size, stride, padding, mode, relu):
+    """:func:`_pool_geometry` without the cache key check."""
     _nonempty(op, "x", x_shape, 1)
     if not isinstance(mode, str) or mode not in POOL_MODES:
         raise ValueError(f"{op}: mode must be 'max', 'min' or 'avg'; received mode={mode!r}")
-    if relu and mode == "avg":
+    if _flag(op, "relu", relu) and mode == "avg":
         raise ValueError(f"{op}: relu=True needs mode 'max' or 'min' (it commutes with them); "
                          "received mode='avg'")
     size = _pair(op, size, "size")

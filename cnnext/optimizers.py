@@ -58,26 +58,33 @@ def _iterations(value: Any) -> int:
 
 
 class Optimizer:
+    _model: Optional[weakref.ref] = None  # the model compiled with it (see attach)
+
     def __init__(self, learning_rate: LearningRate, weight_decay: float = 0.0):
         self.learning_rate = learning_rate
         self.weight_decay = _non_negative(weight_decay, "weight_decay")
         self.iterations = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {}
         self._backend: Optional[str] = None  # the backend of the current apply()
-        self._model: Optional[weakref.ref] = None  # the model compiled with it (see attach)
+
+    @property
+    def attached(self) -> bool:
+        """Whether a model has been compiled with this optimizer."""
+        return self._model is not None
 
     def attach(self, model: Any) -> None:
         """Called by ``model.compile``. Slots are keyed by parameter name, so an optimizer that
-        another model was compiled with (and still uses, or trained) would hand that model's
-        momentum and update count to this one: ValueError instead."""
+        another model still uses, or has trained, would hand that model's momentum and update
+        count to this one: ValueError instead."""
         previous = None if self._model is None else self._model()
-        if self._model is not None and previous is not model:
+        in_use = previous is not None and previous is not model and previous.optimizer is self
+        if in_use or (self._model is not None and previous is not model
+                      and (self.iterations or self.slots)):
             kind = type(self).__name__
-            whose = (f"is already compiled into model '{previous.name}'" if previous is not None
+            whose = (f"is already compiled into model '{previous.name}'" if in_use
                      else f"holds {self.iterations} updates of state from another model")
-            if previous is not None or self.iterations or self.slots:
-                raise ValueError(f"this {kind} optimizer {whose}; compile each model with its "
-                                 f"own optimizer, e.g. {kind}.from_config(optimizer.get_config())")
+            raise ValueError(f"this {kind} optimizer {whose}; compile each model with its own "
+                             f"optimizer, e.g. {kind}.from_config(optimizer.get_config())")
         self._model = weakref.ref(model)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -427,7 +427,8 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
 def _all_finite(a) -> bool:
     """No NaN or infinity in ``a`` (one summing pass; a sum overflowing to infinity also says
     False, which only costs the choice of the other, equally exact, kernel)."""
-    return bool(np.isfinite(np.add.reduce(a, axis=None)))
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf, or a sum past the range
+        return bool(np.isfinite(np.add.reduce(a, axis=None)))
 
 
 @functools.lru_cache(maxsize=256)

@@ -118,6 +118,21 @@ def test_large_convolutions_keep_every_thread_while_blas_is_held(compiled_backen
             ops.conv2d(x, large)
             cnnext.set_num_threads(1)
             ops.conv2d(x, small)
+        cnnext.set_num_threads(2)
+        inside, release = threading.Event(), threading.Event()
+
+        def model_pass_elsewhere() -> None:
+            with single_threaded_blas():
+                inside.set()
+                release.wait(30)
+
+        other = threading.Thread(target=model_pass_elsewhere)
+        other.start()
+        inside.wait(30)
+        ops.conv2d(x, small)  # another thread's model pass does not change this call's path
+        release.set()
+        other.join()
     finally:
         _conv2d.set_simd_level("auto")
-    assert calls == ["_forward_gemm", "_forward_direct", "_forward_gemm", "_forward_gemm"]
+    assert calls == ["_forward_gemm", "_forward_direct", "_forward_gemm", "_forward_gemm",
+                     "_forward_gemm"]

@@ -320,6 +320,19 @@ def test_a_fifo_or_a_device_is_refused_without_opening_it(tmp_path):
             read_idx(path)
 
 
+def test_a_path_that_cannot_be_examined_is_left_to_open(tmp_path, monkeypatch):
+    """Path.exists raises PermissionError below an unsearchable directory; the check for FIFOs
+    must not leak it (open reports the real error, here none)."""
+    path = tmp_path / "labels.idx"
+    path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]))
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "exists", refuse)
+    np.testing.assert_array_equal(read_idx(path), [7, 9])
+
+
 def test_env_var_pointing_nowhere_is_reported(tmp_path, monkeypatch, no_system_data):
     monkeypatch.setenv(datasets.FASHION_MNIST_ENV, str(tmp_path / "gone"))
     with pytest.raises(DatasetError, match="gone: no such file or directory"):

@@ -329,6 +329,16 @@ def test_a_built_layer_cannot_join_a_model_of_another_dtype():
         Sequential([L.Dense(3, input_shape=(3,)), layer], dtype="float64")
     model = Sequential([L.Dense(3, input_shape=(3,)), layer])  # the same dtype is fine
     assert model.predict(np.ones((1, 3))).dtype == np.float32
+    pool = L.MaxPool2D(2)  # no weights: it may join a model of any dtype
+    pool(np.ones((1, 4, 4, 1), dtype=np.float32))
+    wide = Sequential([L.Conv2D(1, 1, input_shape=(4, 4, 1)), pool], dtype="float64")
+    assert wide.predict(np.ones((1, 4, 4, 1))).dtype == np.float64
+
+
+@pytest.mark.parametrize("x", [np.array([["1", "2", "3"]]), np.ones((1, 3), dtype=complex)])
+def test_a_layer_called_on_strings_or_complex_numbers_refuses_them(x):
+    with pytest.raises(TypeError, match="takes real numbers; received an array of dtype"):
+        L.Dense(2)(x)
 
 
 @pytest.mark.parametrize("epsilon", [0.0, -1e-3, np.nan, np.inf])

@@ -223,6 +223,8 @@ def test_bool_and_float_arguments_are_refused_after_equal_valid_ones(good, bad):
     ops.pool2d(X, 2, relu=True)
     with raises(TypeError, "pool2d: relu must be a bool"):
         ops.pool2d(X, 2, relu=1)
+    with raises(ValueError, "pool2d: mode must be"):  # the mode is checked first, as always
+        ops.pool2d(X, 2, mode="mx", relu=1)
 
 
 @pytest.mark.parametrize(

@@ -245,7 +245,8 @@ def test_fractional_decay_steps_are_kept_and_a_step_size_must_be_whole():
     assert schedules.ExponentialDecay(1.0, 0.5, 0.5)(1) == pytest.approx(0.25)
     assert schedules.CosineDecay(1.0, decay_steps=0.5)(1) == pytest.approx(0.0)
     assert schedules.StepDecay(1.0, step_size=np.int64(2), gamma=0.5)(2) == 0.5
-    for bad in (0.5, 2.0, 0, True, "2"):
+    assert schedules.StepDecay(1.0, step_size=2.0, gamma=0.5).step_size == 2  # as torch's StepLR
+    for bad in (0.5, 0, True, "2", float("inf"), float("nan")):
         with pytest.raises(ValueError, match="step_size must be a positive int"):
             schedules.StepDecay(1.0, step_size=bad)
 
@@ -278,6 +279,15 @@ def test_an_optimizer_serves_one_model():
         clone.compile(clone.optimizer, "mse")
         with pytest.raises(ValueError, match="already compiled into model 'second'"):
             clone.compile(fresh, "mse")
+    assert copy.copy(second).optimizer is fresh  # a shallow copy shares it, as shallow copies do
+    replaced = optimizers.SGD(0.1)  # an untrained optimizer its model no longer uses is free
+    spare = _two_layer_model("spare")
+    spare.compile(replaced, "mse")
+    spare.compile("sgd", "mse")
+    _two_layer_model("next").compile(replaced, "mse")
+    old_style = optimizers.SGD.__new__(optimizers.SGD)  # unpickled from before the model link
+    old_style.__dict__.update({k: v for k, v in vars(fresh).items() if k != "_model"})
+    _two_layer_model("old").compile(old_style, "mse")
     unused = optimizers.Adam()
     _two_layer_model("a").compile(unused, "mse")  # its model is gone and it never trained
     gc.collect()

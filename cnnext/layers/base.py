@@ -200,6 +200,9 @@ class Layer:
         float64, else float32), then :meth:`forward` of ``x`` in the layer's dtype (convenience
         for use outside a model)."""
         x = np.asarray(x)
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"layer '{self.name}' takes real numbers; received an array of dtype "
+                            f"{x.dtype}")
         if not self.built:
             self.dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float32)
             self.build(x.shape[1:])
