@@ -4,9 +4,10 @@ The kernels read :func:`get_num_threads` on every call and pass it to OpenMP as 
 so the setting holds in every Python thread. :func:`set_num_threads` also limits numpy's BLAS pool
 to the same count (via threadpoolctl), so OpenMP and BLAS never oversubscribe the cores.
 
-A process forked from this one (``multiprocessing``'s default on Linux) runs the kernels on one
-thread: GNU OpenMP cannot start a thread team in a child forked after the parent ran one (the
-child would hang). Use the ``spawn`` or ``forkserver`` start method for multi-threaded workers.
+A process forked from this one (``multiprocessing``'s default on Linux) after the kernels ran on
+several threads runs them on one: GNU OpenMP cannot start a thread team in a child forked after
+the parent ran one (the child would hang). Use the ``spawn`` or ``forkserver`` start method for
+multi-threaded workers.
 """
 from __future__ import annotations
 
@@ -96,8 +97,9 @@ def set_num_threads(n: int | None) -> None:
     if n > MAX_THREADS:
         raise ValueError(f"set_num_threads expects n <= {MAX_THREADS}, got {n}")
     if n > 1 and (_forked or not openmp_enabled()):
-        why = ("this process was forked after cnnext was imported (GNU OpenMP cannot start "
-               "threads there; use the spawn or forkserver start method)" if _forked else
+        why = ("this process was forked after its parent's kernels ran on several threads (GNU "
+               "OpenMP cannot start threads there; use the spawn or forkserver start method)"
+               if _forked else
                "cnnext was built without OpenMP")
         warnings.warn(f"set_num_threads({n}): the kernels stay on one thread: {why}",
                       RuntimeWarning, stacklevel=2)
