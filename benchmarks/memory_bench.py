@@ -2,7 +2,6 @@
 allocating large buffers after the first batch (workspace reuse)."""
 from __future__ import annotations
 
-import ctypes
 import ctypes.util
 import gc
 import tracemalloc
@@ -30,9 +29,10 @@ def _reset_peak_rss() -> None:
     heap's free memory back to the system: memory freed earlier but still mapped would otherwise
     serve the epoch's new buffers without raising the RSS (it hid 9 MiB of cnnext's)."""
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):  # glibc
-        ctypes.CDLL(libc).malloc_trim(0)
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name is not None else None
+    if hasattr(libc, "malloc_trim"):  # glibc
+        libc.malloc_trim(0)
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
 
