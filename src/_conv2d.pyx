@@ -14,8 +14,11 @@ Algorithms, chosen per call from the shapes:
     (also the input gradient of few input channels, as a transposed convolution);
   - kernel-row spans (few input channels): a kernel row's span of input cells and channels in
     the lanes. The weight gradient broadcasts each output-gradient value over the span of its
-    window; the input gradient sums, per input row, over the kernel rows that reach it, each
-    output pixel's gradient times the kernel row's span of weights;
+    window. The input gradient either slides down the rows (vertical stride and dilation 1, a
+    batch of at least SLIDE_MIN_SAMPLES: each output-gradient value times every kernel row's
+    span of weights, held in registers, added to the input rows below it) or sums, per input
+    row, over the kernel rows that reach it, each output pixel's gradient times the kernel row's
+    span of weights;
   - expanded rows (AVX-512, few input channels, at most one vector of output channels, stride
     1): an output row's flat (pixel, channel) values in the lanes and each input value repeated
     per output channel by a lane permute, so outputs and output gradients are used as they lie
@@ -34,7 +37,7 @@ import functools
 import numpy as np
 
 from cnnext._config import blas_held_to_one_thread, get_num_threads
-from cnnext.workspace import output, scratch
+from cnnext.workspace import ALIGNMENT, output, scratch
 
 include "_conv_kernels.pxi"
 include "_simd_level.pxi"
@@ -89,11 +92,13 @@ def _tap_offsets(KW: int, C: int, dw: int, rb: int) -> np.ndarray:
 
 
 def _pad_channels(w, n: int):
-    """Kernel ``w (KH, KW, C, F)`` zero-padded to ``(KH, KW, C, n)`` (``w`` itself if F == n)."""
+    """Kernel ``w (KH, KW, C, F)`` zero-padded to ``(KH, KW, C, n)`` on a cache-line boundary,
+    so that no vector of weights straddles two lines (``w`` itself if it needs neither)."""
     KH, KW, C, F = w.shape
-    if F == n:
+    if F == n and w.ctypes.data % ALIGNMENT == 0:
         return w
-    out = np.zeros((KH, KW, C, n), dtype=w.dtype)
+    out = scratch("wpk", (KH, KW, C, n), w.dtype)
+    out[..., F:] = 0
     out[..., :F] = w
     return out
 
@@ -371,8 +376,8 @@ def _bordered_buffers(x, padding, nt):
 def _forward_expanded(x, w, b, padding, y, relu=False):
     KH, KW, C, F = w.shape
     L, nt = _lanes(x.dtype), get_num_threads()
-    wt = np.empty((F, C * KH * KW, L), dtype=x.dtype)
-    bt = np.empty((F, 1, L), dtype=x.dtype)
+    wt = scratch("expanded_wt", (F, C * KH * KW, L), x.dtype)
+    bt = scratch("expanded_bt", (F, 1, L), x.dtype)
     _by_residue(np.ascontiguousarray(w.transpose(2, 0, 1, 3)).reshape(C * KH * KW, F), wt)
     _by_residue((np.zeros(F, dtype=x.dtype) if b is None else b).reshape(1, F), bt)
     padded, pitch = _bordered_buffers(x, padding, nt)
@@ -421,6 +426,8 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
         planar = dilation[1] > 1 and not _all_finite(dy)
     if planar:
         return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
+    if _slides(x.shape, w.shape, stride, dilation):
+        return _input_grad_slide(dy, x, w, stride, padding, dilation, dx, nt)
     return _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt)
 
 
@@ -453,6 +460,34 @@ def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
     return _conv_via_planes(dy, ((KH - 1) * dh - top, (KW - 1) * dw - left), stride,
                             (H + (KH - 1) * dh, W + (KW - 1) * dw), w_flipped,
                             np.zeros(C, dtype=x.dtype), dx, dilation, False, nt)
+
+
+# The sliding input gradient takes one task per sample: batches of fewer samples go by rows.
+SLIDE_MIN_SAMPLES = 8
+
+
+def _slides(x_shape, w_shape, stride, dilation) -> bool:
+    """The input gradient slides down the rows (:func:`_input_grad_slide`) rather than gathering
+    them (:func:`_input_grad_spans`): vertical stride and dilation 1, a kernel no taller than
+    the kernels' registers allow (``slide_kh``: 7 rows with AVX-512, else 5), at least
+    SLIDE_MIN_SAMPLES samples."""
+    return (stride[0] == dilation[0] == 1 and w_shape[0] <= cnx_f.slide_kh
+            and x_shape[0] >= SLIDE_MIN_SAMPLES)
+
+
+def _input_grad_slide(dy, x, w, stride, padding, dilation, dx, nt):
+    """Input gradient, sample by sample, sliding down the rows: each output-gradient value,
+    broadcast, times every kernel row's (kw, c) span of weights in vector lanes, added to the
+    input rows it reaches (vertical stride and dilation 1)."""
+    N, H, W, C = x.shape
+    KH, KW, _, F = w.shape
+    (top, bottom, left, right), dil_w = padding, dilation[1]
+    span = ((KW - 1) * dil_w + 1) * C
+    Sp = _round_up(span, _lanes(x.dtype))
+    wt = scratch("span_wt", (KH, F, Sp), x.dtype)
+    bufs = scratch("dx_rows", (nt, H + top + bottom, (W + left + right) * C + Sp), x.dtype)
+    _slide_input_grad(dy, w, dil_w, wt, span, stride[1], top, left, bufs, dx, nt)
+    return dx
 
 
 def _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt):

@@ -21,6 +21,7 @@ cdef extern from "_conv_simd.h" nogil:
         int rb  # register block of the channel-lane kernels (pixels or taps)
         int qb  # vectors per block of the pixel-lane kernels
         int (*block_items)(int nf, ptrdiff_t n)  # register-block size for nf vectors, n items
+        int slide_kh  # the tallest kernel of cnx_input_grad_slide
     ctypedef struct cnx_table_d:
         int lanes
     cnx_table_f cnx_f  # the selected kernels (see cnx_select)
@@ -71,6 +72,12 @@ cdef extern from "_conv_simd.h" nogil:
     void cnx_input_grad_rows_d(const double** dy_rows, ptrdiff_t nk, const Py_ssize_t* khs,
                                double** dx_rows, ptrdiff_t nr, ptrdiff_t Wo, ptrdiff_t F,
                                const double* wt, ptrdiff_t Sp, ptrdiff_t span, ptrdiff_t pix)
+    void cnx_input_grad_slide_f(const float* dy, ptrdiff_t dy_row, ptrdiff_t Ho, ptrdiff_t Wo,
+                                ptrdiff_t F, const float* wt, ptrdiff_t KH, ptrdiff_t Sp,
+                                ptrdiff_t span, ptrdiff_t pix, float* dx, ptrdiff_t pitch)
+    void cnx_input_grad_slide_d(const double* dy, ptrdiff_t dy_row, ptrdiff_t Ho, ptrdiff_t Wo,
+                                ptrdiff_t F, const double* wt, ptrdiff_t KH, ptrdiff_t Sp,
+                                ptrdiff_t span, ptrdiff_t pix, double* dx, ptrdiff_t pitch)
     bint cnx_has_expanded()  # the expanded-row kernels below exist (AVX-512)
     void cnx_expanded_conv_f(const float* x, ptrdiff_t row_step, ptrdiff_t C, ptrdiff_t KH,
                              ptrdiff_t KW, ptrdiff_t F, const float* wt, const float* bt,
@@ -502,6 +509,19 @@ cdef inline void _sample_to_planes(const floating* s, Py_ssize_t A, Py_ssize_t B
             _row_to_planes(s + i * B * C, C, d, PL, r * pitch, c0, sc, j0, j1)
 
 
+cdef void _span_weights(const floating[:, :, :, ::1] w, Py_ssize_t dw,
+                        floating[:, :, ::1] wt) noexcept nogil:
+    """``wt (KH, F, Sp)``: ``wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]``, zero elsewhere, so that
+    the first ``span`` values of a row are a kernel row's cells and channels."""
+    cdef Py_ssize_t C = w.shape[2], F = w.shape[3], kh, kw, c, f
+    memset(&wt[0, 0, 0], 0, wt.shape[0] * F * wt.shape[2] * sizeof(floating))
+    for kh in range(w.shape[0]):
+        for kw in range(w.shape[1]):
+            for c in range(C):
+                for f in range(F):
+                    wt[kh, f, kw * dw * C + c] = w[kh, kw, c, f]
+
+
 def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                      Py_ssize_t dw, floating[:, :, ::1] wt, Py_ssize_t span,
                      const Py_ssize_t[:, ::1] khs, const Py_ssize_t[::1] nks,
@@ -510,9 +530,8 @@ def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                      Py_ssize_t left, Py_ssize_t[:, ::1] dy_rows, floating[:, :, ::1] bufs,
                      floating[:, :, :, ::1] dx, int nt):
     """Input gradient ``dx (N, H, W, C)`` of ``dy (N, Ho, Wo, F)`` through the kernel
-    ``w (KH, KW, C, F)`` (dilation ``dw`` along a row), first laid out here as
-    ``wt (KH, F, Sp)``: ``wt[kh, f, kw*dw*C + c] = w[kh, kw, c, f]``, zero elsewhere, so that
-    the first ``span`` values of a row are a kernel row's cells and channels. Input row ``ih``
+    ``w (KH, KW, C, F)`` (dilation ``dw`` along a row), first laid out in ``wt`` by
+    :func:`_span_weights`. Input row ``ih``
     is reached through the kernel rows ``khs[ih, :nks[ih]]``; each task computes the first
     ``sizes[k]`` rows ``(n, ih)`` of ``blocks[k] (rb, 2)``, all reached alike, in its thread's
     padded rows ``bufs[thread] (rb, pitch)`` (``dy_rows[thread]`` holds the addresses of the
@@ -520,13 +539,8 @@ def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef Py_ssize_t H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
     cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], Sp = wt.shape[2]
     cdef Py_ssize_t rb = bufs.shape[1], pitch = bufs.shape[2]
-    cdef Py_ssize_t k, tid, ih, kh, kw, c, f
-    memset(&wt[0, 0, 0], 0, wt.shape[0] * F * Sp * sizeof(floating))
-    for kh in range(w.shape[0]):
-        for kw in range(w.shape[1]):
-            for c in range(C):
-                for f in range(F):
-                    wt[kh, f, kw * dw * C + c] = w[kh, kw, c, f]
+    cdef Py_ssize_t k, tid, ih
+    _span_weights(w, dw, wt)
     for k in prange(blocks.shape[0], nogil=True, num_threads=nt, schedule="static"):
         tid = omp_get_thread_num()
         ih = blocks[k, 0, 1]
@@ -534,6 +548,36 @@ def _span_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                           nks[ih], &blocks[k, 0, 0], sizes[k], rb, sh, sw * C, dh, top, left,
                           <const floating**> <void*> &dy_rows[tid, 0], &bufs[tid, 0, 0], pitch,
                           &dx[0, 0, 0, 0], H, W, C)
+
+
+def _slide_input_grad(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                      Py_ssize_t dw, floating[:, :, ::1] wt, Py_ssize_t span, Py_ssize_t sw,
+                      Py_ssize_t top, Py_ssize_t left, floating[:, :, ::1] bufs,
+                      floating[:, :, :, ::1] dx, int nt):
+    """Input gradient ``dx (N, H, W, C)`` of ``dy (N, Ho, Wo, F)`` through the kernel
+    ``w (KH, KW, C, F)`` at vertical stride and dilation 1 (dilation ``dw`` along a row), laid
+    out in ``wt`` by :func:`_span_weights`, sliding down the rows (see cnx_input_grad_slide).
+    One task per sample: its padded input gradient ``bufs[thread] (H + top + bottom, pitch)``
+    is zeroed, filled, then cropped into ``dx``."""
+    cdef Py_ssize_t N = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+    cdef Py_ssize_t Ho = dy.shape[1], Wo = dy.shape[2], F = dy.shape[3], Sp = wt.shape[2]
+    cdef Py_ssize_t rows = bufs.shape[1], pitch = bufs.shape[2]
+    cdef Py_ssize_t n, tid, ih
+    cdef floating* buf
+    _span_weights(w, dw, wt)
+    for n in prange(N, nogil=True, num_threads=nt, schedule="static"):
+        tid = omp_get_thread_num()
+        buf = &bufs[tid, 0, 0]
+        memset(buf, 0, rows * pitch * sizeof(floating))
+        if floating is float:
+            cnx_input_grad_slide_f(&dy[n, 0, 0, 0], Wo * F, Ho, Wo, F, &wt[0, 0, 0],
+                                   w.shape[0], Sp, span, sw * C, buf, pitch)
+        else:
+            cnx_input_grad_slide_d(&dy[n, 0, 0, 0], Wo * F, Ho, Wo, F, &wt[0, 0, 0],
+                                   w.shape[0], Sp, span, sw * C, buf, pitch)
+        for ih in range(H):
+            memcpy(&dx[n, ih, 0, 0], buf + (ih + top) * pitch + left * C,
+                   W * C * sizeof(floating))
 
 
 def _place(const floating[:, :, :, :] src, floating[:, :, :, ::1] dst, Py_ssize_t r0,

@@ -24,6 +24,8 @@
         void (*input_grad_rows)(const T* const*, ptrdiff_t, const ptrdiff_t*, T* const*,       \
                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, ptrdiff_t,           \
                                 ptrdiff_t, ptrdiff_t);                                          \
+        void (*input_grad_slide)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*, \
+                                 ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*, ptrdiff_t);     \
         void (*planar_conv)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t,        \
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*, ptrdiff_t,           \
                             ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t);             \
@@ -39,6 +41,7 @@
         int rb;     /* register block: accumulator vectors of the channel-lane kernels */       \
         int qb;     /* vectors per block of the pixel-lane kernels */                           \
         int (*block_items)(int, ptrdiff_t); /* register-block size for nf vectors, n items */ \
+        int slide_kh; /* the tallest kernel of input_grad_slide */                           \
     }
 typedef CNX_TABLE(float) cnx_table_f;
 typedef CNX_TABLE(double) cnx_table_d;
@@ -60,6 +63,8 @@ CNX_SELECTOR(cnx_table, cnx)
 #define cnx_channel_sums_d(...) (cnx_d.channel_sums(__VA_ARGS__))
 #define cnx_input_grad_rows_f(...) (cnx_f.input_grad_rows(__VA_ARGS__))
 #define cnx_input_grad_rows_d(...) (cnx_d.input_grad_rows(__VA_ARGS__))
+#define cnx_input_grad_slide_f(...) (cnx_f.input_grad_slide(__VA_ARGS__))
+#define cnx_input_grad_slide_d(...) (cnx_d.input_grad_slide(__VA_ARGS__))
 #define cnx_planar_conv_f(...) (cnx_f.planar_conv(__VA_ARGS__))
 #define cnx_planar_conv_d(...) (cnx_d.planar_conv(__VA_ARGS__))
 #define cnx_planar_weight_grad_f(...) (cnx_f.planar_weight_grad(__VA_ARGS__))

@@ -723,6 +723,129 @@ static void CNX_NAME(cnx_expanded_weight_grad)(const CNX_T* x, ptrdiff_t row_ste
 #undef CNX_EXPANDED
 #endif
 
+/* Input gradient sliding down the rows (vertical stride and dilation 1): output-gradient row oh
+ * reaches padded input row oh + kh through kernel row kh, so a block of output-gradient rows
+ * feeds the input rows below it, each broadcast dy value multiplying all KH kernel rows' weights
+ * held in registers. Per output channel that is KH * nv weight loads and R broadcasts for
+ * R * KH * nv multiply-adds, where cnx_input_grad_rows loads a dy value per nv of them.
+ * Rows per block, at most: what the register file holds beside the KH * nv weights, one
+ * broadcast and the (R + KH - 1) * nv accumulators (32 vector registers with AVX-512, else 16),
+ * up to CNX_SLIDE_MAX_R. */
+#define CNX_NREGS (CNX_VBYTES == 64 ? 32 : 16)
+#define CNX_SLIDE_MAX_R 12
+#define CNX_SLIDE_FIT(KH, NV) ((CNX_NREGS - 3 - (NV) * (2 * (KH) - 1)) / (NV))
+#define CNX_SLIDE_R(KH, NV)                                                                \
+    (CNX_SLIDE_FIT(KH, NV) < 1 ? 1                                                         \
+     : CNX_SLIDE_FIT(KH, NV) < CNX_SLIDE_MAX_R ? CNX_SLIDE_FIT(KH, NV) : CNX_SLIDE_MAX_R)
+/* The tallest kernel the sliding input gradient takes: blocks of at least 4 rows for one span
+ * vector (7 with AVX-512, 5 with 16 vector registers). */
+#define CNX_SLIDE_KH \
+    ((CNX_NREGS - 6) / 2 < CNX_MAX_KH ? (CNX_NREGS - 6) / 2 : CNX_MAX_KH)
+
+/* One block of cnx_input_grad_slide: nr <= R output-gradient rows from dy (rows dy_row apart)
+ * into the R + KH - 1 rows from dx (pitch apart), nv span vectors from wt's and dx's first
+ * element (KH, nv and R constants once inlined); only the lanes set in `keep` of the last vector
+ * are added. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_slide_block)(
+    const int KH, const int nv, const int R, const CNX_T* dy, ptrdiff_t dy_row, ptrdiff_t nr,
+    ptrdiff_t Wo, ptrdiff_t F, const CNX_T* wt, ptrdiff_t Sp, ptrdiff_t pix, CNX_T* dx,
+    ptrdiff_t pitch, CNX_M keep)
+{
+    for (ptrdiff_t ow = 0; ow < Wo; ow++) {
+        /* every loop over registers is unrolled whatever its size, so that acc stays there */
+        CNX_V acc[CNX_SLIDE_MAX_R + CNX_MAX_KH - 1][2];
+#pragma GCC unroll 32
+        for (int i = 0; i < (R + KH - 1) * nv; i++)
+            acc[i / nv][i % nv] = (CNX_V){0};
+        const CNX_T* d = dy + ow * F;
+        for (ptrdiff_t f = 0; f < F; f++) {
+            CNX_V wv[CNX_MAX_KH][2];
+#pragma GCC unroll 16
+            for (int i = 0; i < KH * nv; i++)
+                wv[i / nv][i % nv] = CNX_NAME(cnx_load)(wt + ((i / nv) * F + f) * Sp
+                                                        + (i % nv) * CNX_L);
+#pragma GCC unroll 16
+            for (int r = 0; r < R; r++) {
+                if (r < nr) {
+                    const CNX_T a = d[r * dy_row + f];
+#pragma GCC unroll 16
+                    for (int i = 0; i < KH * nv; i++)
+                        acc[r + i / nv][i % nv] += a * wv[i / nv][i % nv];
+                }
+            }
+        }
+#pragma GCC unroll 32
+        for (int i = 0; i < R + KH - 1; i++) {
+            if (i < nr + KH - 1) {
+                CNX_T* dst = dx + i * pitch + ow * pix;
+                acc[i][nv - 1] = CNX_NAME(cnx_blend)(keep, acc[i][nv - 1], (CNX_V){0});
+                for (int v = 0; v < nv; v++)
+                    CNX_NAME(cnx_store)(dst + v * CNX_L,
+                                        CNX_NAME(cnx_load)(dst + v * CNX_L) + acc[i][v], CNX_L);
+            }
+        }
+    }
+}
+
+/* cnx_input_grad_slide over all Ho rows for nv span vectors (KH, nv constants once inlined):
+ * blocks of equal size, at most CNX_SLIDE_R(KH, nv) rows. */
+static inline __attribute__((always_inline)) void CNX_NAME(cnx_slide_rows)(
+    const int KH, const int nv, const CNX_T* dy, ptrdiff_t dy_row, ptrdiff_t Ho, ptrdiff_t Wo,
+    ptrdiff_t F, const CNX_T* wt, ptrdiff_t Sp, ptrdiff_t pix, CNX_T* dx, ptrdiff_t pitch,
+    CNX_M keep)
+{
+    const int R = CNX_SLIDE_R(KH, nv);
+    const ptrdiff_t blocks = (Ho + R - 1) / R, rows = (Ho + blocks - 1) / blocks;
+    for (ptrdiff_t oh = 0; oh < Ho; oh += rows)
+        CNX_NAME(cnx_slide_block)(KH, nv, R, dy + oh * dy_row, dy_row,
+                                  Ho - oh < rows ? Ho - oh : rows, Wo, F, wt, Sp, pix,
+                                  dx + oh * pitch, pitch, keep);
+}
+
+/* Input gradient of one sample at vertical stride and dilation 1, KH <= CNX_SLIDE_KH:
+ * dx[(oh + kh) * pitch + ow * pix + s] += sum_f dy[oh * dy_row + ow * F + f] * wt[kh, f, s]
+ * for every output-gradient row oh < Ho and pixel ow < Wo, kernel row kh and s in [0, span),
+ * where s runs over one kernel row's span of input cells and channels. wt: (KH, F, Sp), Sp >=
+ * span a multiple of L; dx: the padded input gradient, Ho + KH - 1 rows of at least
+ * (Wo - 1) * pix + Sp elements (zeros are added past the span, also for a NaN or infinite dy).
+ * The span goes two vectors at a time where two fit the registers with enough rows, else one. */
+static void CNX_NAME(cnx_input_grad_slide)(const CNX_T* dy, ptrdiff_t dy_row, ptrdiff_t Ho,
+                                           ptrdiff_t Wo, ptrdiff_t F, const CNX_T* wt,
+                                           ptrdiff_t KH, ptrdiff_t Sp, ptrdiff_t span,
+                                           ptrdiff_t pix, CNX_T* dx, ptrdiff_t pitch)
+{
+    CNX_I lanes[CNX_VBYTES / sizeof(CNX_T)];
+    for (ptrdiff_t i = 0; i < CNX_L; i++)
+        lanes[i] = (Sp - CNX_L + i < span) ? -1 : 0;
+    CNX_M all, last; /* lanes of a full vector, and of the span's last vector */
+    memset(&all, 0xff, sizeof all);
+    memcpy(&last, lanes, sizeof last);
+    for (ptrdiff_t s0 = 0; s0 < Sp;) {
+#define CNX_SLIDE_CASE(k)                                                                     \
+    case k:                                                                                   \
+        if (CNX_SLIDE_R(k, 2) >= 4 && s0 + 2 * CNX_L <= Sp) {                                 \
+            CNX_NAME(cnx_slide_rows)(k, 2, dy, dy_row, Ho, Wo, F, wt + s0, Sp, pix, dx + s0,  \
+                                     pitch, s0 + 2 * CNX_L == Sp ? last : all);               \
+            s0 += 2 * CNX_L;                                                                  \
+        } else {                                                                              \
+            CNX_NAME(cnx_slide_rows)(k, 1, dy, dy_row, Ho, Wo, F, wt + s0, Sp, pix, dx + s0,  \
+                                     pitch, s0 + CNX_L == Sp ? last : all);                   \
+            s0 += CNX_L;                                                                      \
+        }                                                                                     \
+        break;
+        CNX_SWITCH_KH(CNX_SLIDE_CASE)
+#undef CNX_SLIDE_CASE
+    }
+}
+
+enum { CNX_NAME(cnx_slide_kh) = CNX_SLIDE_KH }; /* for the table */
+
+#undef CNX_NREGS
+#undef CNX_SLIDE_KH
+#undef CNX_SLIDE_MAX_R
+#undef CNX_SLIDE_FIT
+#undef CNX_SLIDE_R
+
 #undef CNX_ROWS
 #undef CNX_MAX_KH
 #undef CNX_SWITCH_KH
@@ -827,6 +950,7 @@ static void CNX_NAME(cnx_planar_weight_grad)(const CNX_T* in, ptrdiff_t plane, p
 static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     CNX_NAME(cnx_direct_row),     CNX_NAME(cnx_weight_grad),
     CNX_NAME(cnx_span_weight_grad), CNX_NAME(cnx_channel_sums), CNX_NAME(cnx_input_grad_rows),
+    CNX_NAME(cnx_input_grad_slide),
     CNX_NAME(cnx_planar_conv),
     CNX_NAME(cnx_planar_weight_grad),
 #if CNX_VBYTES == 64
@@ -835,6 +959,7 @@ static const CNX_CAT2(cnx_table, CNX_S) CNX_NAME(cnx_table) = {
     NULL, NULL,
 #endif
     (int)(CNX_VBYTES / sizeof(CNX_T)), CNX_VBYTES, CNX_RB, CNX_QB, CNX_NAME(cnx_block_items),
+    CNX_NAME(cnx_slide_kh),
 };
 
 #undef CNX_BLOCK_CASE

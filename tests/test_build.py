@@ -124,6 +124,10 @@ CONV_CASES = [
     # kernel-row spans of several vectors (the last moved back), channels in uneven blocks
     (3, 14, 14, 6, 5, 5, 13, (1, 1), (0, 0, 0, 0), (1, 1)),
     (2, 12, 13, 4, 4, 5, 9, (2, 1), (1, 2, 0, 1), (1, 1)),
+    # enough samples for the sliding input gradient (spans of one to three vectors)
+    (8, 10, 9, 6, 5, 5, 16, (1, 1), (0, 0, 0, 0), (1, 1)),
+    (8, 9, 10, 3, 4, 3, 9, (1, 2), (1, 2, 1, 0), (1, 1)),
+    (8, 11, 8, 12, 3, 3, 5, (1, 1), (1, 1, 1, 1), (1, 1)),
 ]
 
 

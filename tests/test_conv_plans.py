@@ -49,3 +49,21 @@ def test_row_blocks_fill_whole_blocks_with_one_input_row_when_the_batch_allows()
     one_row = (sizes == 12) & (blocks[:, :, 1] == blocks[:, :1, 1]).all(axis=1)
     assert one_row.sum() >= 0.9 * len(blocks)  # the last 8 samples mix rows in some blocks
     assert not blocks.flags.writeable  # shared between calls
+
+
+def test_forward_weights_are_packed_on_a_cache_line_boundary() -> None:
+    """The forward's channel-lane kernel loads a vector of weights per tap: weights that start
+    off a 64-byte boundary (numpy's allocations are only 16-byte aligned) are copied to one
+    first, so that no load straddles two cache lines; aligned ones are used as they are."""
+    buf = np.arange(5 * 5 * 6 * 16 + 16, dtype=np.float32)
+    start = -buf.ctypes.data % 64 // 4
+    aligned = buf[start : start + 2400].reshape(5, 5, 6, 16)
+    shifted = buf[start + 4 : start + 2404].reshape(5, 5, 6, 16)
+    assert _conv2d._pad_channels(aligned, 16) is aligned
+    packed = _conv2d._pad_channels(shifted, 16)
+    assert packed.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(packed, shifted)
+    padded = _conv2d._pad_channels(shifted[..., :13], 16)
+    assert padded.ctypes.data % 64 == 0 and padded.shape == (5, 5, 6, 16)
+    np.testing.assert_array_equal(padded[..., :13], shifted[..., :13])
+    assert not padded[..., 13:].any()

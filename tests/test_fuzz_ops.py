@@ -580,16 +580,18 @@ def test_conv2d_backward_keeps_a_nan_in_dy_to_its_own_cells(backend_name, bad):
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 @pytest.mark.parametrize("c, k, f, dilation", [(6, 5, 16, 1), (3, 3, 8, (1, 2)), (1, 3, 40, 1)])
+@pytest.mark.parametrize("n", [3, 8])
 def test_conv2d_backward_keeps_non_finite_dy_to_its_window_on_larger_layers(backend_name, bad, c,
-                                                                           k, f, dilation):
+                                                                           k, f, dilation, n):
     """The same on shapes where the compiled kernels scatter (LeNet's second layer: the last
-    vector of a kernel row's span is masked) or, for a dilated row, use the planar path."""
+    vector of a kernel row's span is masked; by rows for 3 samples, sliding down them for 8) or,
+    for a dilated row, use the planar path."""
     rng = np.random.default_rng(1)
-    x = rng.normal(size=(3, 14, 15, c)).astype(np.float32)
+    x = rng.normal(size=(n, 14, 15, c)).astype(np.float32)
     kernel = rng.normal(size=(k, k, c, f)).astype(np.float32)
     dh, dw = to_pair(dilation, "dilation")
     span = (k - 1) * dh + 1, (k - 1) * dw + 1
-    dy = rng.normal(size=(3, 15 - span[0], 16 - span[1], f)).astype(np.float32)
+    dy = rng.normal(size=(n, 15 - span[0], 16 - span[1], f)).astype(np.float32)
     at = (1, 4, 5, 2)
     dy[at] = bad
     dx = ops.conv2d_backward(dy, x, kernel, dilation=dilation, backend=backend_name)[0]

@@ -379,6 +379,63 @@ def test_every_weight_gradient_driver_matches_numpy(path, x_shape, w_shape, stri
     np.testing.assert_array_equal(db, db1)
 
 
+
+# (x shape, w shape, stride, padding, dilation): shapes the sliding input gradient takes, each
+# kernel height it unrolls (1 to 7 rows; spans of one to four vectors, an odd last one, a masked
+# last lane), horizontal strides and dilation, padding on every side
+SLIDE_CASES = [
+    ((14, 14, 6), (5, 5, 6, 16), (1, 1), (0, 0, 0, 0), (1, 1)),  # LeNet-5's second layer
+    ((9, 11, 3), (1, 1, 3, 4), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((8, 9, 5), (2, 3, 5, 7), (1, 2), (1, 0, 2, 1), (1, 1)),
+    ((16, 16, 8), (3, 3, 8, 8), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((12, 13, 4), (4, 4, 4, 9), (1, 3), (2, 1, 0, 3), (1, 2)),
+    ((16, 16, 8), (6, 6, 8, 8), (1, 1), (3, 2, 3, 2), (1, 1)),
+    ((16, 15, 2), (7, 7, 2, 5), (1, 1), (3, 3, 3, 3), (1, 1)),
+    ((9, 30, 9), (7, 3, 9, 12), (1, 1), (0, 0, 1, 1), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("x_hw_c, w_shape, stride, padding, dilation", SLIDE_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel(
+        x_hw_c, w_shape, stride, padding, dilation, dtype, compiled_backend) -> None:
+    """The sliding input gradient (vertical stride and dilation 1, one task per sample) equals
+    the NumPy twin's and the row-gathering kernel's dx at every SIMD level the CPU runs, and is
+    bit-identical on 1 and 2 threads; ``conv2d_backward`` takes it for these shapes when the
+    kernels unroll the kernel's height."""
+    from cnnext._ext import _conv2d
+    from cnnext.backend import numpy_ops
+
+    rng = np.random.default_rng(w_shape[0] * 10 + w_shape[1])
+    x = random_values(rng, (_conv2d.SLIDE_MIN_SAMPLES + 1, *x_hw_c), dtype)
+    w = random_values(rng, w_shape, dtype)
+    args = (stride, padding, dilation)
+    dy = random_values(rng, numpy_ops.conv2d_forward(x, w, None, *args).shape, dtype)
+    want = numpy_ops.conv2d_backward(dy, x, w, *args)[0]
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    level = _conv2d.simd_level()
+    try:
+        for simd in ("baseline", "avx2", "avx512"):
+            try:
+                _conv2d.set_simd_level(simd)
+            except ValueError:  # not on this CPU (test_build checks CI has AVX-512)
+                continue
+            slides = w_shape[0] <= (7 if simd == "avx512" else 5)
+            assert _conv2d._slides(x.shape, w.shape, stride, dilation) == slides, simd
+            got, one_thread, gathered = (
+                driver(dy, x, w, *args, np.empty_like(x), threads)
+                for driver, threads in ((_conv2d._input_grad_slide, 2),
+                                        (_conv2d._input_grad_slide, 1),
+                                        (_conv2d._input_grad_spans, 2)))
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),
+                                       err_msg=simd)
+            np.testing.assert_allclose(got, gathered, rtol=tol,
+                                       atol=tol * np.abs(want).max(), err_msg=simd)
+            np.testing.assert_array_equal(got, one_thread, err_msg=simd)
+    finally:
+        _conv2d.set_simd_level(level)
+
+
 def softmax_logits(rng, shape, dtype) -> np.ndarray:
     """Logits of every scale (rows of small, large and huge values), a row holding a NaN and a
     row holding an infinity when there are enough rows."""
