@@ -426,7 +426,7 @@ def _input_grad_direct(dy, x, w, stride, padding, dilation, dx, nt):
         planar = dilation[1] > 1 and not _all_finite(dy)
     if planar:
         return _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt)
-    if _slides(x.shape, w.shape, stride, dilation):
+    if _slides(x.shape, w.shape, stride, padding, dilation, x.itemsize):
         return _input_grad_slide(dy, x, w, stride, padding, dilation, dx, nt)
     return _input_grad_spans(dy, x, w, stride, padding, dilation, dx, nt)
 
@@ -464,15 +464,28 @@ def _input_grad_planar(dy, x, w, stride, padding, dilation, dx, nt):
 
 # The sliding input gradient takes one task per sample: batches of fewer samples go by rows.
 SLIDE_MIN_SAMPLES = 8
+# ... and each thread's padded input gradient of one sample is at most this big (an L2 cache).
+SLIDE_MAX_BYTES = 1 << 21
 
 
-def _slides(x_shape, w_shape, stride, dilation) -> bool:
+def _slides(x_shape, w_shape, stride, padding, dilation, itemsize: int) -> bool:
     """The input gradient slides down the rows (:func:`_input_grad_slide`) rather than gathering
     them (:func:`_input_grad_spans`): vertical stride and dilation 1, a kernel no taller than
     the kernels' registers allow (``slide_kh``: 7 rows with AVX-512, else 5), at least
-    SLIDE_MIN_SAMPLES samples."""
+    SLIDE_MIN_SAMPLES samples of at most SLIDE_MAX_BYTES once padded."""
+    rows, pitch = _slide_rows(x_shape, w_shape, padding, dilation[1], itemsize)
     return (stride[0] == dilation[0] == 1 and w_shape[0] <= cnx_f.slide_kh
-            and x_shape[0] >= SLIDE_MIN_SAMPLES)
+            and x_shape[0] >= SLIDE_MIN_SAMPLES and rows * pitch * itemsize <= SLIDE_MAX_BYTES)
+
+
+def _slide_rows(x_shape, w_shape, padding, dil_w: int, itemsize: int) -> tuple[int, int]:
+    """``(rows, pitch)`` of one sample's padded input gradient for the sliding input gradient:
+    the padded rows, each with a vector of slack past the last kernel row span."""
+    _, H, W, C = x_shape
+    KH, KW, _, _ = w_shape
+    top, bottom, left, right = padding
+    lanes = cnx_f.vbytes // itemsize
+    return H + top + bottom, (W + left + right) * C + _round_up(((KW - 1) * dil_w + 1) * C, lanes)
 
 
 def _input_grad_slide(dy, x, w, stride, padding, dilation, dx, nt):
@@ -483,9 +496,9 @@ def _input_grad_slide(dy, x, w, stride, padding, dilation, dx, nt):
     KH, KW, _, F = w.shape
     (top, bottom, left, right), dil_w = padding, dilation[1]
     span = ((KW - 1) * dil_w + 1) * C
-    Sp = _round_up(span, _lanes(x.dtype))
-    wt = scratch("span_wt", (KH, F, Sp), x.dtype)
-    bufs = scratch("dx_rows", (nt, H + top + bottom, (W + left + right) * C + Sp), x.dtype)
+    wt = scratch("span_wt", (KH, F, _round_up(span, _lanes(x.dtype))), x.dtype)
+    bufs = scratch("dx_rows", (nt, *_slide_rows(x.shape, w.shape, padding, dil_w, x.itemsize)),
+                   x.dtype)
     _slide_input_grad(dy, w, dil_w, wt, span, stride[1], top, left, bufs, dx, nt)
     return dx
 

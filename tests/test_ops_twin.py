@@ -421,7 +421,7 @@ def test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel(
             except ValueError:  # not on this CPU (test_build checks CI has AVX-512)
                 continue
             slides = w_shape[0] <= (7 if simd == "avx512" else 5)
-            assert _conv2d._slides(x.shape, w.shape, stride, dilation) == slides, simd
+            assert _conv2d._slides(x.shape, w.shape, *args, x.itemsize) == slides, simd
             got, one_thread, gathered = (
                 driver(dy, x, w, *args, np.empty_like(x), threads)
                 for driver, threads in ((_conv2d._input_grad_slide, 2),
@@ -434,6 +434,22 @@ def test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel(
             np.testing.assert_array_equal(got, one_thread, err_msg=simd)
     finally:
         _conv2d.set_simd_level(level)
+
+
+
+def test_sliding_input_gradient_needs_a_batch_and_an_l2_sized_sample(compiled_backend) -> None:
+    """Batches of fewer than SLIDE_MIN_SAMPLES (one task per sample would idle threads) and
+    samples whose padded input gradient exceeds SLIDE_MAX_BYTES per thread (224x224x64 float32:
+    about 13 MB) gather the rows instead."""
+    from cnnext._ext import _conv2d
+
+    same = ((1, 1), (1, 1, 1, 1), (1, 1))
+    assert _conv2d._slides((8, 56, 56, 64), (3, 3, 64, 64), *same, 4)
+    assert not _conv2d._slides((7, 56, 56, 64), (3, 3, 64, 64), *same, 4)
+    assert not _conv2d._slides((8, 224, 224, 64), (3, 3, 64, 64), *same, 4)
+    assert not _conv2d._slides((8, 56, 56, 64), (3, 3, 64, 64), (2, 1), (1, 1, 1, 1), (1, 1), 4)
+    rows, pitch = _conv2d._slide_rows((8, 224, 224, 64), (3, 3, 64, 64), (1, 1, 1, 1), 1, 4)
+    assert rows * pitch * 4 > _conv2d.SLIDE_MAX_BYTES >= 58 * (58 * 64 + 192) * 4
 
 
 def softmax_logits(rng, shape, dtype) -> np.ndarray:
