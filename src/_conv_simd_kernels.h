@@ -364,6 +364,18 @@ CNX_IG_PASS(cnx_input_grad_whole, CNX_RB)
 CNX_IG_PASS(cnx_input_grad_part, CNX_IG_ROWS)
 #undef CNX_IG_PASS
 
+/* The lanes of the last vector of a span of `span` elements padded to Sp (a multiple of L) that
+ * the span reaches: all bits set there, clear past it. */
+static inline CNX_M CNX_NAME(cnx_span_lanes)(ptrdiff_t Sp, ptrdiff_t span)
+{
+    CNX_I lanes[CNX_VBYTES / sizeof(CNX_T)];
+    for (ptrdiff_t i = 0; i < CNX_L; i++)
+        lanes[i] = (Sp - CNX_L + i < span) ? -1 : 0;
+    CNX_M m;
+    memcpy(&m, lanes, sizeof m);
+    return m;
+}
+
 /* Input gradient of nr <= CNX_RB rows of the padded input gradient, gathered from the output
  * rows that reach them: for every pixel ow,
  * dx_rows[r][ow * pix + s] += sum_{j < nk, f} dy_rows[r * nk + j][ow * F + f] * wt[khs[j], f, s]
@@ -381,12 +393,8 @@ static void CNX_NAME(cnx_input_grad_rows)(const CNX_T* const* dy_rows, ptrdiff_t
                                           const CNX_T* wt, ptrdiff_t Sp, ptrdiff_t span,
                                           ptrdiff_t pix)
 {
-    CNX_I lanes[CNX_VBYTES / sizeof(CNX_T)];
-    for (ptrdiff_t i = 0; i < CNX_L; i++)
-        lanes[i] = (Sp - CNX_L + i < span) ? -1 : 0;
-    CNX_M all, last; /* lanes of a full vector, and of the span's last vector */
-    memset(&all, 0xff, sizeof all);
-    memcpy(&last, lanes, sizeof last);
+    /* lanes of a full vector, and of the span's last vector */
+    const CNX_M all = CNX_NAME(cnx_span_lanes)(Sp, Sp), last = CNX_NAME(cnx_span_lanes)(Sp, span);
     if (nr == CNX_RB) {
         CNX_NAME(cnx_input_grad_whole)(dy_rows, nk, khs, dx_rows, nr, Wo, F, wt, Sp, pix, all,
                                        last);
@@ -814,12 +822,8 @@ static void CNX_NAME(cnx_input_grad_slide)(const CNX_T* dy, ptrdiff_t dy_row, pt
                                            ptrdiff_t KH, ptrdiff_t Sp, ptrdiff_t span,
                                            ptrdiff_t pix, CNX_T* dx, ptrdiff_t pitch)
 {
-    CNX_I lanes[CNX_VBYTES / sizeof(CNX_T)];
-    for (ptrdiff_t i = 0; i < CNX_L; i++)
-        lanes[i] = (Sp - CNX_L + i < span) ? -1 : 0;
-    CNX_M all, last; /* lanes of a full vector, and of the span's last vector */
-    memset(&all, 0xff, sizeof all);
-    memcpy(&last, lanes, sizeof last);
+    /* lanes of a full vector, and of the span's last vector */
+    const CNX_M all = CNX_NAME(cnx_span_lanes)(Sp, Sp), last = CNX_NAME(cnx_span_lanes)(Sp, span);
     for (ptrdiff_t s0 = 0; s0 < Sp;) {
 #define CNX_SLIDE_CASE(k)                                                                     \
     case k:                                                                                   \
