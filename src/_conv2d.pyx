@@ -482,7 +482,7 @@ def _slide_rows(x_shape, w_shape, padding, dil_w: int, itemsize: int) -> tuple[i
     """``(rows, pitch)`` of one sample's padded input gradient for the sliding input gradient:
     the padded rows, each with a vector of slack past the last kernel row span."""
     _, H, W, C = x_shape
-    KH, KW, _, _ = w_shape
+    KW = w_shape[1]
     top, bottom, left, right = padding
     lanes = cnx_f.vbytes // itemsize
     return H + top + bottom, (W + left + right) * C + _round_up(((KW - 1) * dil_w + 1) * C, lanes)
@@ -492,9 +492,8 @@ def _input_grad_slide(dy, x, w, stride, padding, dilation, dx, nt):
     """Input gradient, sample by sample, sliding down the rows: each output-gradient value,
     broadcast, times every kernel row's (kw, c) span of weights in vector lanes, added to the
     input rows it reaches (vertical stride and dilation 1)."""
-    N, H, W, C = x.shape
-    KH, KW, _, F = w.shape
-    (top, bottom, left, right), dil_w = padding, dilation[1]
+    KH, KW, C, F = w.shape
+    (top, _, left, _), dil_w = padding, dilation[1]
     span = ((KW - 1) * dil_w + 1) * C
     wt = scratch("span_wt", (KH, F, _round_up(span, _lanes(x.dtype))), x.dtype)
     bufs = scratch("dx_rows", (nt, *_slide_rows(x.shape, w.shape, padding, dil_w, x.itemsize)),
