@@ -43,6 +43,7 @@ if [ "$#" -eq 0 ]; then
         "tests/test_ops_twin.py::test_conv2d_relu_is_relu_of_conv2d_bit_for_bit" \
         "tests/test_ops_twin.py::test_every_weight_gradient_driver_matches_numpy" \
         "tests/test_ops_twin.py::test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel" \
+        "tests/test_ops_twin.py::test_sliding_input_gradient_of_random_shapes_matches_numpy" \
         "tests/test_ops_twin.py::test_dense_input_gradient_reads_the_whole_new_transposed_kernel" \
         tests/test_conv_expanded.py
 fi

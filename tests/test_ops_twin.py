@@ -437,6 +437,40 @@ def test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel(
 
 
 
+
+@st.composite
+def sliding_cases(draw):
+    """Shapes the sliding input gradient takes: vertical stride and dilation 1, at least
+    SLIDE_MIN_SAMPLES samples, kernels of 1 to 7 rows, any row stride, dilation and padding."""
+    kh, kw = draw(st.integers(1, 7)), draw(st.integers(1, 7))
+    sw, dw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    top, bottom, left, right = (draw(st.integers(0, 3)) for _ in range(4))
+    h = draw(st.integers(max(1, kh - top - bottom), kh + 6))
+    w = draw(st.integers(max(1, (kw - 1) * dw + 1 - left - right), (kw - 1) * dw + 8))
+    n, c, f = draw(st.integers(8, 10)), draw(st.integers(1, 12)), draw(st.integers(1, 20))
+    return (n, h, w, c), (kh, kw, c, f), ((1, sw), (top, bottom, left, right), (1, dw))
+
+
+@SETTINGS
+@given(case=sliding_cases(), dtype=DTYPES, seed=SEEDS)
+def test_sliding_input_gradient_of_random_shapes_matches_numpy(compiled_backend, case, dtype,
+                                                               seed) -> None:
+    from cnnext._ext import _conv2d
+    from cnnext.backend import numpy_ops
+
+    x_shape, w_shape, args = case  # args: stride, padding (top, bottom, left, right), dilation
+    rng = np.random.default_rng(seed)
+    x, w = random_values(rng, x_shape, dtype), random_values(rng, w_shape, dtype)
+    dy = random_values(rng, numpy_ops.conv2d_forward(x, w, None, *args).shape, dtype)
+    want = numpy_ops.conv2d_backward(dy, x, w, *args)[0]
+    got = _conv2d._input_grad_slide(dy, x, w, *args, np.empty_like(x), 2)
+    assert_twins_close(got, want, terms=w_shape[0] * w_shape[1] * w_shape[3])
+    if (_conv2d._slides(x.shape, w.shape, *args, x.itemsize)  # the dispatcher takes it
+            and not _conv2d._input_grad_planar_is_cheaper(x.shape, w.shape, *args,
+                                                          _conv2d._lanes(dtype))):
+        np.testing.assert_array_equal(_conv2d.conv2d_backward(dy, x, w, *args)[0], got)
+
+
 def test_sliding_input_gradient_needs_a_batch_and_an_l2_sized_sample(compiled_backend) -> None:
     """Batches of fewer than SLIDE_MIN_SAMPLES (one task per sample would idle threads) and
     samples whose padded input gradient exceeds SLIDE_MAX_BYTES per thread (224x224x64 float32:
