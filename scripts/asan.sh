@@ -41,6 +41,7 @@ if [ "$#" -eq 0 ]; then
         "tests/test_ops_twin.py::test_softmax_cross_entropy_matches_numpy" \
         "tests/test_ops_twin.py::test_small_channel_conv_of_any_batch_size_matches_numpy" \
         "tests/test_ops_twin.py::test_conv2d_relu_is_relu_of_conv2d_bit_for_bit" \
+        "tests/test_ops_twin.py::test_channel_lane_forward_matches_numpy_at_every_simd_level" \
         "tests/test_ops_twin.py::test_every_weight_gradient_driver_matches_numpy" \
         "tests/test_ops_twin.py::test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel" \
         "tests/test_ops_twin.py::test_sliding_input_gradient_of_random_shapes_matches_numpy" \

@@ -9,7 +9,9 @@ Algorithms, chosen per call from the shapes:
 * Direct kernels (src/_conv_simd_kernels.h), compiled for several instruction sets and picked at
   import time (:func:`simd_level`; the ``CNNEXT_SIMD`` environment variable overrides it):
   - channel lanes: output channels in the vector lanes, a register block of output pixels
-    (forward) or kernel taps (weight gradient) accumulated by outer products;
+    (forward) or kernel taps (weight gradient) accumulated by outer products. At horizontal
+    stride and dilation 1 the forward slides along the input row: each input value, broadcast
+    once, meets the weights of every kernel column in registers;
   - pixel lanes (stride 1, few channels): channel planes with consecutive pixels in the lanes
     (also the input gradient of few input channels, as a transposed convolution);
   - kernel-row spans (few input channels): a kernel row's span of input cells and channels in
@@ -42,6 +44,8 @@ from cnnext.workspace import ALIGNMENT, output, scratch
 include "_conv_kernels.pxi"
 include "_simd_level.pxi"
 
+# Forward tasks: a sample's output rows in as few tasks as leave each thread this many.
+TASKS_PER_THREAD = 4
 # Direct-kernel weight-gradient partial sums: this many batch chunks at most.
 WEIGHT_GRAD_CHUNKS = 16
 # GEMM path: an im2col buffer holds at most this many elements (but always one whole sample).
@@ -151,9 +155,8 @@ def conv2d_backward(dy, x, w, stride, padding, dilation, input_grad=True, out=No
 def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
     """Output channels in vector lanes, or pixels in lanes (stride 1), or expanded rows (few
     channels, stride 1), whichever the cost model finds cheapest (:func:`_forward_path`)."""
-    N, H, W, C = x.shape
-    KH, KW, _, F = w.shape
-    _, Ho, Wo, _ = y.shape
+    _, H, W, _ = x.shape
+    F = w.shape[3]
     (top, bottom, left, right) = padding
     L = _lanes(x.dtype)
     path = _forward_path(x.shape, w.shape, stride, padding, dilation, L)
@@ -163,8 +166,17 @@ def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
         bias = np.zeros(F, dtype=x.dtype) if b is None else b
         return _conv_via_planes(x, (top, left), (1, 1), (H + top + bottom, W + left + right),
                                 w, bias, y, dilation, relu, get_num_threads())
+    return _forward_lanes(x, w, b, stride, padding, dilation, y, relu, get_num_threads())
+
+
+def _forward_lanes(x, w, b, stride, padding, dilation, y, relu, nt):
+    """``y`` with output channels in vector lanes: a register block of output pixels per kernel
+    call, tap by tap, or sliding along the input rows at horizontal stride and dilation 1."""
+    N, _, _, C = x.shape
+    _, KW, _, F = w.shape
+    _, Ho, Wo, _ = y.shape
+    L = _lanes(x.dtype)
     Fp = _round_up(F, L)
-    nt = get_num_threads()
     xpad = _padded_input(x, padding, _block_windows(Wo, Fp, L), KW, stride[1], dilation[1], nt)
     bias = b
     if b is None or F != Fp:
@@ -173,8 +185,15 @@ def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
             bias[:F] = b
     toff = _tap_offsets(KW, C, dilation[1], cnx_f.rb)
     _direct_conv(xpad, _pad_channels(w, Fp), bias, toff, y, stride[0], stride[1], dilation[0],
-                 relu, nt)
+                 _rows_per_task(N, Ho, nt), relu, nt)
     return y
+
+
+def _rows_per_task(N: int, Ho: int, nt: int) -> int:
+    """Output rows per forward task: a whole sample where the batch gives every thread
+    TASKS_PER_THREAD tasks, else a share of its rows (each kernel call has a fixed cost)."""
+    shares = min(Ho, -(-TASKS_PER_THREAD * nt // N))
+    return -(-Ho // shares)
 
 
 @functools.lru_cache(maxsize=256)

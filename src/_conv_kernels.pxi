@@ -28,12 +28,14 @@ cdef extern from "_conv_simd.h" nogil:
     cnx_table_d cnx_d
     const char* cnx_isa_name
     int cnx_select(const char* name)
-    void cnx_direct_row_f(const float* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
-                          const Py_ssize_t* toff, ptrdiff_t ntaps, const float* w, ptrdiff_t Fp,
-                          const float* bias, float* y, ptrdiff_t Wo, ptrdiff_t F)
-    void cnx_direct_row_d(const double* x, ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix,
-                          const Py_ssize_t* toff, ptrdiff_t ntaps, const double* w, ptrdiff_t Fp,
-                          const double* bias, double* y, ptrdiff_t Wo, ptrdiff_t F)
+    void cnx_direct_rows_f(const float* x, ptrdiff_t row_step, ptrdiff_t nrows,
+                           ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix, const Py_ssize_t* toff,
+                           ptrdiff_t ntaps, const float* w, ptrdiff_t Fp, const float* bias, float* y,
+                           ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t C)
+    void cnx_direct_rows_d(const double* x, ptrdiff_t row_step, ptrdiff_t nrows,
+                           ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix, const Py_ssize_t* toff,
+                           ptrdiff_t ntaps, const double* w, ptrdiff_t Fp, const double* bias, double* y,
+                           ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t C)
     void cnx_weight_grad_f(const float* x, ptrdiff_t row_step, ptrdiff_t pix,
                            const Py_ssize_t* toff, ptrdiff_t ntaps, const float* dy, ptrdiff_t Ho,
                            ptrdiff_t Wo, ptrdiff_t Fp, float* dw)
@@ -114,14 +116,17 @@ cdef enum:
     PLANAR_GROUP = 8
 
 
-cdef inline void _direct_row(const floating* x, Py_ssize_t kh_step, Py_ssize_t KH,
-                             Py_ssize_t pix, const Py_ssize_t* toff, Py_ssize_t ntaps,
-                             const floating* w, Py_ssize_t Fp, const floating* bias,
-                             floating* y, Py_ssize_t Wo, Py_ssize_t F) noexcept nogil:
+cdef inline void _direct_rows(const floating* x, Py_ssize_t row_step, Py_ssize_t nrows,
+                              Py_ssize_t kh_step, Py_ssize_t KH, Py_ssize_t pix,
+                              const Py_ssize_t* toff, Py_ssize_t ntaps, const floating* w,
+                              Py_ssize_t Fp, const floating* bias, floating* y, Py_ssize_t Wo,
+                              Py_ssize_t F, Py_ssize_t C) noexcept nogil:
     if floating is float:
-        cnx_direct_row_f(x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo, F)
+        cnx_direct_rows_f(x, row_step, nrows, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo,
+                          F, C)
     else:
-        cnx_direct_row_d(x, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo, F)
+        cnx_direct_rows_d(x, row_step, nrows, kh_step, KH, pix, toff, ntaps, w, Fp, bias, y, Wo,
+                          F, C)
 
 
 cdef inline void _weight_grad_sample(const floating* x, Py_ssize_t row_step, Py_ssize_t pix,
@@ -191,23 +196,26 @@ cdef inline void _planar_weight_grad_sample(const floating* inp, Py_ssize_t plan
 def _direct_conv(const floating[:, :, :, ::1] xpad, const floating[:, :, :, ::1] wpk,
                  const floating[::1] bias, const Py_ssize_t[::1] toff,
                  floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh,
-                 bint relu, int nt):
+                 Py_ssize_t rows, bint relu, int nt):
     """``y (N, Ho, Wo, F)`` = convolution of the padded input ``xpad (N, Hp, Wp, C)`` with
-    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)`` (then ReLU with ``relu``); one task per output
-    row. ``xpad`` must hold whole register blocks of windows along each row."""
+    ``wpk (KH, KW, C, Fp)`` plus ``bias (Fp,)`` (then ReLU with ``relu``); one task per ``rows``
+    output rows of a sample. ``xpad`` must hold whole register blocks of windows along each
+    row."""
     cdef Py_ssize_t N = y.shape[0], Ho = y.shape[1], Wo = y.shape[2], F = y.shape[3]
     cdef Py_ssize_t Wp = xpad.shape[2], C = xpad.shape[3]
     cdef Py_ssize_t KH = wpk.shape[0], ntaps = wpk.shape[1] * wpk.shape[2], Fp = wpk.shape[3]
-    cdef Py_ssize_t item, n, oh
+    cdef Py_ssize_t tasks = (Ho + rows - 1) // rows  # per sample
+    cdef Py_ssize_t item, n, oh, nr
     if N == 0:
         return
-    for item in prange(N * Ho, nogil=True, num_threads=nt, schedule="static"):
-        n = item // Ho
-        oh = item % Ho
-        _direct_row(&xpad[n, oh * sh, 0, 0], dh * Wp * C, KH, sw * C, &toff[0], ntaps,
-                    &wpk[0, 0, 0, 0], Fp, &bias[0], &y[n, oh, 0, 0], Wo, F)
+    for item in prange(N * tasks, nogil=True, num_threads=nt, schedule="static"):
+        n = item // tasks
+        oh = item % tasks * rows
+        nr = _imin(rows, Ho - oh)
+        _direct_rows(&xpad[n, oh * sh, 0, 0], sh * Wp * C, nr, dh * Wp * C, KH, sw * C,
+                     &toff[0], ntaps, &wpk[0, 0, 0, 0], Fp, &bias[0], &y[n, oh, 0, 0], Wo, F, C)
         if relu:
-            _relu_in_place(&y[n, oh, 0, 0], Wo * F)
+            _relu_in_place(&y[n, oh, 0, 0], nr * Wo * F)
 
 
 cdef inline void _bias_grad(const floating* dy, Py_ssize_t npix, Py_ssize_t F,

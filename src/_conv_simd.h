@@ -13,8 +13,9 @@
 /* The kernels of one element type and one instruction set, and their blocking parameters. */
 #define CNX_TABLE(T)                                                                            \
     struct {                                                                                    \
-        void (*direct_row)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, const ptrdiff_t*,         \
-                           ptrdiff_t, const T*, ptrdiff_t, const T*, T*, ptrdiff_t, ptrdiff_t); \
+        void (*direct_rows)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t,    \
+                            const ptrdiff_t*, ptrdiff_t, const T*, ptrdiff_t, const T*, T*,     \
+                            ptrdiff_t, ptrdiff_t, ptrdiff_t);                                   \
         void (*weight_grad)(const T*, ptrdiff_t, ptrdiff_t, const ptrdiff_t*, ptrdiff_t,        \
                             const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, T*);                     \
         void (*span_weight_grad)(const T*, ptrdiff_t, ptrdiff_t, ptrdiff_t, const T*,          \
@@ -53,8 +54,8 @@ typedef CNX_TABLE(double) cnx_table_d;
 /* cnx_select() and the selected kernels: cnx_f, cnx_d. */
 CNX_SELECTOR(cnx_table, cnx)
 
-#define cnx_direct_row_f(...) (cnx_f.direct_row(__VA_ARGS__))
-#define cnx_direct_row_d(...) (cnx_d.direct_row(__VA_ARGS__))
+#define cnx_direct_rows_f(...) (cnx_f.direct_rows(__VA_ARGS__))
+#define cnx_direct_rows_d(...) (cnx_d.direct_rows(__VA_ARGS__))
 #define cnx_weight_grad_f(...) (cnx_f.weight_grad(__VA_ARGS__))
 #define cnx_weight_grad_d(...) (cnx_d.weight_grad(__VA_ARGS__))
 #define cnx_span_weight_grad_f(...) (cnx_f.span_weight_grad(__VA_ARGS__))

@@ -380,6 +380,59 @@ def test_every_weight_gradient_driver_matches_numpy(path, x_shape, w_shape, stri
 
 
 
+# (x shape, w shape, stride, padding, dilation) for the channel-lane forward: every kernel width
+# the sliding block unrolls (1 to 7 columns) and one past it, output channels in one to three
+# vectors and a part vector, rows of several register-block sizes, vertical stride and dilation,
+# and the tap-by-tap blocks (horizontal stride or dilation 2)
+LANE_FORWARD_CASES = [
+    ((14, 14, 6), (5, 5, 6, 16), (1, 1), (0, 0, 0, 0), (1, 1)),  # LeNet-5's second layer
+    ((7, 9, 3), (1, 1, 3, 5), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((6, 13, 2), (2, 2, 2, 40), (1, 1), (1, 0, 0, 1), (1, 1)),
+    ((8, 20, 4), (3, 3, 4, 33), (1, 1), (1, 1, 1, 1), (1, 1)),
+    ((9, 11, 5), (2, 4, 5, 48), (2, 1), (0, 1, 2, 1), (1, 1)),
+    ((10, 27, 3), (3, 6, 3, 17), (1, 1), (0, 0, 3, 2), (2, 1)),
+    ((9, 16, 2), (7, 7, 2, 32), (1, 1), (3, 3, 3, 3), (1, 1)),
+    ((8, 12, 3), (2, 8, 3, 16), (1, 1), (0, 0, 0, 0), (1, 1)),
+    ((9, 15, 4), (3, 3, 4, 20), (1, 2), (1, 1, 1, 1), (1, 1)),
+    ((9, 15, 4), (3, 3, 4, 20), (1, 1), (1, 1, 1, 1), (1, 2)),
+]
+
+
+@pytest.mark.parametrize("x_hw_c, w_shape, stride, padding, dilation", LANE_FORWARD_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_channel_lane_forward_matches_numpy_at_every_simd_level(
+        x_hw_c, w_shape, stride, padding, dilation, dtype, compiled_backend) -> None:
+    """The channel-lane forward (sliding along the rows, or tap by tap), called directly, equals
+    the NumPy twin's y at every SIMD level the CPU runs; it is bit-identical on 1 and 2 threads
+    (which split a sample's rows into different tasks), and its ReLU is that of its output."""
+    from cnnext._ext import _conv2d
+    from cnnext.backend import numpy_ops
+
+    rng = np.random.default_rng(w_shape[1] * 100 + w_shape[3])
+    x = random_values(rng, (3, *x_hw_c), dtype)
+    w = random_values(rng, w_shape, dtype)
+    b = random_values(rng, (w_shape[3],), dtype)
+    args = (stride, padding, dilation)
+    want = numpy_ops.conv2d_forward(x, w, b, *args)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    level = _conv2d.simd_level()
+    try:
+        for simd in ("baseline", "avx2", "avx512"):
+            try:
+                _conv2d.set_simd_level(simd)
+            except ValueError:  # not on this CPU (test_build checks CI has AVX-512)
+                continue
+            got, one_thread, relu = (
+                _conv2d._forward_lanes(x, w, b, *args, np.empty_like(want), relu, threads)
+                for relu, threads in ((False, 2), (False, 1), (True, 2)))
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),
+                                       err_msg=simd)
+            np.testing.assert_array_equal(got, one_thread, err_msg=simd)
+            np.testing.assert_array_equal(relu, np.maximum(got, 0), err_msg=simd)
+    finally:
+        _conv2d.set_simd_level(level)
+
+
 # (x shape, w shape, stride, padding, dilation): shapes the sliding input gradient takes, each
 # kernel height it unrolls (1 to 7 rows; spans of one to four vectors, an odd last one, a masked
 # last lane), horizontal strides and dilation, padding on every side
