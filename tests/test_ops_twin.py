@@ -4,6 +4,8 @@ Runs only when the compiled backend is built; under CI=true a missing build is a
 """
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
@@ -44,6 +46,22 @@ def random_values(rng, shape, dtype, kind: str = "uniform") -> np.ndarray:
     if kind == "nan":
         a.flat[rng.choice(a.size, size=max(1, a.size // 10), replace=False)] = np.nan
     return a
+
+
+def each_simd_level(module) -> Iterator[str]:
+    """Yields every SIMD level the CPU runs ("baseline", "avx2", "avx512"), with ``module``'s
+    kernels switched to it; its level is restored afterwards. (test_build checks that CI runs
+    AVX-512.)"""
+    level = module.simd_level()
+    try:
+        for simd in ("baseline", "avx2", "avx512"):
+            try:
+                module.set_simd_level(simd)
+            except ValueError:  # not on this CPU
+                continue
+            yield simd
+    finally:
+        module.set_simd_level(level)
 
 
 def assert_twins_close(actual: np.ndarray, expected: np.ndarray, terms: int) -> None:
@@ -415,22 +433,14 @@ def test_channel_lane_forward_matches_numpy_at_every_simd_level(
     args = (stride, padding, dilation)
     want = numpy_ops.conv2d_forward(x, w, b, *args)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    level = _conv2d.simd_level()
-    try:
-        for simd in ("baseline", "avx2", "avx512"):
-            try:
-                _conv2d.set_simd_level(simd)
-            except ValueError:  # not on this CPU (test_build checks CI has AVX-512)
-                continue
-            got, one_thread, relu = (
-                _conv2d._forward_lanes(x, w, b, *args, np.empty_like(want), relu, threads)
-                for relu, threads in ((False, 2), (False, 1), (True, 2)))
-            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),
-                                       err_msg=simd)
-            np.testing.assert_array_equal(got, one_thread, err_msg=simd)
-            np.testing.assert_array_equal(relu, np.maximum(got, 0), err_msg=simd)
-    finally:
-        _conv2d.set_simd_level(level)
+    for simd in each_simd_level(_conv2d):
+        got, one_thread, relu = (
+            _conv2d._forward_lanes(x, w, b, *args, np.empty_like(want), relu, threads)
+            for relu, threads in ((False, 2), (False, 1), (True, 2)))
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),
+                                   err_msg=simd)
+        np.testing.assert_array_equal(got, one_thread, err_msg=simd)
+        np.testing.assert_array_equal(relu, np.maximum(got, 0), err_msg=simd)
 
 
 # (x shape, w shape, stride, padding, dilation): shapes the sliding input gradient takes, each
@@ -466,27 +476,19 @@ def test_sliding_input_gradient_matches_numpy_and_the_row_gathering_kernel(
     dy = random_values(rng, numpy_ops.conv2d_forward(x, w, None, *args).shape, dtype)
     want = numpy_ops.conv2d_backward(dy, x, w, *args)[0]
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    level = _conv2d.simd_level()
-    try:
-        for simd in ("baseline", "avx2", "avx512"):
-            try:
-                _conv2d.set_simd_level(simd)
-            except ValueError:  # not on this CPU (test_build checks CI has AVX-512)
-                continue
-            slides = w_shape[0] <= (7 if simd == "avx512" else 5)
-            assert _conv2d._slides(x.shape, w.shape, *args, x.itemsize) == slides, simd
-            got, one_thread, gathered = (
-                driver(dy, x, w, *args, np.empty_like(x), threads)
-                for driver, threads in ((_conv2d._input_grad_slide, 2),
-                                        (_conv2d._input_grad_slide, 1),
-                                        (_conv2d._input_grad_spans, 2)))
-            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),
-                                       err_msg=simd)
-            np.testing.assert_allclose(got, gathered, rtol=tol,
-                                       atol=tol * np.abs(want).max(), err_msg=simd)
-            np.testing.assert_array_equal(got, one_thread, err_msg=simd)
-    finally:
-        _conv2d.set_simd_level(level)
+    for simd in each_simd_level(_conv2d):
+        slides = w_shape[0] <= (7 if simd == "avx512" else 5)
+        assert _conv2d._slides(x.shape, w.shape, *args, x.itemsize) == slides, simd
+        got, one_thread, gathered = (
+            driver(dy, x, w, *args, np.empty_like(x), threads)
+            for driver, threads in ((_conv2d._input_grad_slide, 2),
+                                    (_conv2d._input_grad_slide, 1),
+                                    (_conv2d._input_grad_spans, 2)))
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max(),
+                                   err_msg=simd)
+        np.testing.assert_allclose(got, gathered, rtol=tol,
+                                   atol=tol * np.abs(want).max(), err_msg=simd)
+        np.testing.assert_array_equal(got, one_thread, err_msg=simd)
 
 
 
