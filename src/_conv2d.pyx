@@ -170,8 +170,9 @@ def _forward_direct(x, w, b, stride, padding, dilation, y, relu):
 
 
 def _forward_lanes(x, w, b, stride, padding, dilation, y, relu, nt):
-    """``y`` with output channels in vector lanes: a register block of output pixels per kernel
-    call, tap by tap, or sliding along the input rows at horizontal stride and dilation 1."""
+    """``y`` with output channels in vector lanes: register blocks of output pixels, filled tap
+    by tap or (at horizontal stride and dilation 1) sliding along the input rows; one kernel call
+    per task of :func:`_rows_per_task` rows."""
     N, _, _, C = x.shape
     _, KW, _, F = w.shape
     _, Ho, Wo, _ = y.shape

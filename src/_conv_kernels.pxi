@@ -30,12 +30,12 @@ cdef extern from "_conv_simd.h" nogil:
     int cnx_select(const char* name)
     void cnx_direct_rows_f(const float* x, ptrdiff_t row_step, ptrdiff_t nrows,
                            ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix, const Py_ssize_t* toff,
-                           ptrdiff_t ntaps, const float* w, ptrdiff_t Fp, const float* bias, float* y,
-                           ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t C)
+                           ptrdiff_t ntaps, const float* w, ptrdiff_t Fp, const float* bias,
+                           float* y, ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t C)
     void cnx_direct_rows_d(const double* x, ptrdiff_t row_step, ptrdiff_t nrows,
                            ptrdiff_t kh_step, ptrdiff_t KH, ptrdiff_t pix, const Py_ssize_t* toff,
-                           ptrdiff_t ntaps, const double* w, ptrdiff_t Fp, const double* bias, double* y,
-                           ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t C)
+                           ptrdiff_t ntaps, const double* w, ptrdiff_t Fp, const double* bias,
+                           double* y, ptrdiff_t Wo, ptrdiff_t F, ptrdiff_t C)
     void cnx_weight_grad_f(const float* x, ptrdiff_t row_step, ptrdiff_t pix,
                            const Py_ssize_t* toff, ptrdiff_t ntaps, const float* dy, ptrdiff_t Ho,
                            ptrdiff_t Wo, ptrdiff_t Fp, float* dw)
