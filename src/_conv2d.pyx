@@ -192,9 +192,10 @@ def _forward_lanes(x, w, b, stride, padding, dilation, y, relu, nt):
 
 def _rows_per_task(N: int, Ho: int, nt: int) -> int:
     """Output rows per forward task: a whole sample where the batch gives every thread
-    TASKS_PER_THREAD tasks, else a share of its rows (each kernel call has a fixed cost)."""
-    shares = min(Ho, -(-TASKS_PER_THREAD * nt // N))
-    return -(-Ho // shares)
+    TASKS_PER_THREAD tasks, else a share of its rows (each kernel call has a fixed cost); at
+    least 1, also for an empty batch or output."""
+    shares = max(1, min(Ho, -(-TASKS_PER_THREAD * nt // max(N, 1))))
+    return max(1, -(-Ho // shares))
 
 
 @functools.lru_cache(maxsize=256)

@@ -443,6 +443,31 @@ def test_channel_lane_forward_matches_numpy_at_every_simd_level(
         np.testing.assert_array_equal(relu, np.maximum(got, 0), err_msg=simd)
 
 
+@pytest.mark.parametrize("x_hw_c, w_shape, stride, padding", [
+    ((14, 14, 6), (5, 5, 6, 16), (1, 1), (0, 0, 0, 0)),  # channel lanes, sliding
+    ((28, 28, 1), (5, 5, 1, 6), (1, 1), (2, 2, 2, 2)),  # expanded rows
+    ((9, 9, 3), (3, 3, 3, 70), (2, 2), (1, 1, 1, 1)),  # channel lanes, tap by tap
+])
+def test_compiled_conv_takes_an_empty_batch_as_the_layers_call_it(
+        x_hw_c, w_shape, stride, padding, compiled_backend) -> None:
+    """The compiled backend's conv2d_forward and conv2d_backward, which layers call without the
+    ops' checks, give empty outputs and zero weight and bias gradients for a batch of 0."""
+    from cnnext import backend
+
+    from cnnext.backend import numpy_ops
+
+    kernels = backend.resolve(compiled_backend)
+    x = np.zeros((0, *x_hw_c), np.float32)
+    w = np.ones(w_shape, np.float32)
+    args = (stride, padding, (1, 1))
+    y = kernels.conv2d_forward(x, w, np.ones(w_shape[3], np.float32), *args)
+    dx, dw, db = kernels.conv2d_backward(np.zeros(y.shape, np.float32), x, w, *args)
+    assert y.shape == numpy_ops.conv2d_forward(x, w, None, *args).shape and y.shape[1] > 0
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == (w_shape[3],)
+    np.testing.assert_array_equal(dw, 0)
+    np.testing.assert_array_equal(db, 0)
+
+
 # (x shape, w shape, stride, padding, dilation): shapes the sliding input gradient takes, each
 # kernel height it unrolls (1 to 7 rows; spans of one to four vectors, an odd last one, a masked
 # last lane), horizontal strides and dilation, padding on every side
